@@ -1,0 +1,311 @@
+//! zoo.cfg: ZooKeeper's `key=value` configuration file, plus zoo's own `zoo.*` keys.
+//!
+//! Unknown keys are logged and ignored (kazoo's harness and real deployments pass JVM-only
+//! keys); a known key with a bad value fails start-up with the key and line number.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One `server.N=host:quorumPort:electionPort[:role][;[clientAddr:]clientPort]` line, kept for
+/// the ensemble.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLine {
+    pub id: i64,
+    pub spec: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub tick_time_ms: i32,
+    pub data_dir: PathBuf,
+    pub data_log_dir: PathBuf,
+    pub client_port: u16,
+    pub client_port_address: Option<String>,
+    /// Per client IP, across all shards; 0 = unlimited.
+    pub max_client_connections: u32,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// Four-letter words allowed; `*` = all.
+    pub four_letter_whitelist: Vec<String>,
+    /// `jute.maxbuffer`: the largest frame accepted.
+    pub jute_max_buffer: usize,
+    pub extended_types_enabled: bool,
+    pub super_digest: Option<String>,
+    pub skip_acl: bool,
+    /// `globalOutstandingLimit`: requests in progress across all connections.
+    pub global_outstanding_limit: usize,
+    pub server_id: i64,
+    pub servers: Vec<ServerLine>,
+    pub read_only_mode_enabled: bool,
+    pub reconfig_enabled: bool,
+    /// `znode.container.checkIntervalMs`.
+    pub container_check_interval_ms: u64,
+    /// `znode.container.maxPerMinute`.
+    pub container_max_per_minute: u32,
+    /// `zoo.shards`: executors serving clients; 0 = one per available core.
+    pub shards: usize,
+    /// `zoo.pin_cores`: pin each shard's executor to a core.
+    pub pin_cores: bool,
+    /// Every key as read, for `conf`/`envi`.
+    pub raw: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    /// The embedded default: standalone, port 2181, data in ./data.
+    fn default() -> Self {
+        Config {
+            tick_time_ms: 2000,
+            data_dir: PathBuf::from("./data"),
+            data_log_dir: PathBuf::from("./data"),
+            client_port: 2181,
+            client_port_address: None,
+            max_client_connections: 60,
+            min_session_timeout_ms: 4000,
+            max_session_timeout_ms: 40000,
+            four_letter_whitelist: vec!["srvr".to_owned()],
+            jute_max_buffer: 0xfffff,
+            extended_types_enabled: false,
+            super_digest: None,
+            skip_acl: false,
+            global_outstanding_limit: 1000,
+            server_id: 0,
+            servers: Vec::new(),
+            read_only_mode_enabled: false,
+            reconfig_enabled: false,
+            container_check_interval_ms: 60_000,
+            container_max_per_minute: 10_000,
+            shards: 0,
+            pin_cores: true,
+            raw: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "configuration key '{}': {}", self.key, self.message)
+        } else {
+            write!(
+                f,
+                "line {}: key '{}': {}",
+                self.line, self.key, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" => Some(true),
+        "false" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<(Config, Vec<String>), Box<dyn std::error::Error>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        let (mut config, warnings) = Config::parse(&text)?;
+        config.read_myid()?;
+        Ok((config, warnings))
+    }
+
+    /// Parses zoo.cfg text. Returns the config and a warning per ignored key.
+    pub fn parse(text: &str) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut config = Config::default();
+        let mut warnings = Vec::new();
+        let mut min_timeout: Option<i32> = None;
+        let mut max_timeout: Option<i32> = None;
+        let mut data_log_dir: Option<PathBuf> = None;
+        for (index, raw_line) in text.lines().enumerate() {
+            let line_number = index + 1;
+            let line = raw_line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(ConfigError {
+                    line: line_number,
+                    key: line.to_owned(),
+                    message: "expected key=value".into(),
+                });
+            };
+            let key = key.trim();
+            let value = value.trim();
+            config.raw.insert(key.to_owned(), value.to_owned());
+            let bad = |message: &str| ConfigError {
+                line: line_number,
+                key: key.to_owned(),
+                message: format!("{message}, got '{value}'"),
+            };
+            let int = |max: i64| -> Result<i64, ConfigError> {
+                value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|v| *v >= 0 && *v <= max)
+                    .ok_or_else(|| bad(&format!("expected an integer from 0 to {max}")))
+            };
+            let boolean = || parse_bool(value).ok_or_else(|| bad("expected true or false"));
+            match key {
+                "tickTime" => config.tick_time_ms = int(i32::MAX as i64)?.max(1) as i32,
+                "dataDir" => config.data_dir = PathBuf::from(value),
+                "dataLogDir" => data_log_dir = Some(PathBuf::from(value)),
+                "clientPort" => config.client_port = int(65535)? as u16,
+                "clientPortAddress" => config.client_port_address = Some(value.to_owned()),
+                "maxClientCnxns" => config.max_client_connections = int(u32::MAX as i64)? as u32,
+                "minSessionTimeout" => min_timeout = Some(int(i32::MAX as i64)? as i32),
+                "maxSessionTimeout" => max_timeout = Some(int(i32::MAX as i64)? as i32),
+                "4lw.commands.whitelist" => {
+                    config.four_letter_whitelist = value
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                }
+                "jute.maxbuffer" => {
+                    config.jute_max_buffer = int(i32::MAX as i64)?.max(1024) as usize;
+                }
+                "extendedTypesEnabled" | "zookeeper.extendedTypesEnabled" => {
+                    config.extended_types_enabled = boolean()?
+                }
+                "zookeeper.DigestAuthenticationProvider.superDigest" => {
+                    if !value.contains(':') {
+                        return Err(bad("expected user:base64digest"));
+                    }
+                    config.super_digest = Some(value.to_owned());
+                }
+                "skipACL" | "zookeeper.skipACL" => config.skip_acl = boolean()?,
+                "globalOutstandingLimit" | "zookeeper.globalOutstandingLimit" => {
+                    config.global_outstanding_limit = int(i32::MAX as i64)?.max(1) as usize
+                }
+                "readonlymode.enabled" => config.read_only_mode_enabled = boolean()?,
+                "reconfigEnabled" => config.reconfig_enabled = boolean()?,
+                "znode.container.checkIntervalMs" => {
+                    config.container_check_interval_ms = int(i64::MAX)?.max(1) as u64
+                }
+                "znode.container.maxPerMinute" => {
+                    config.container_max_per_minute = int(u32::MAX as i64)? as u32
+                }
+                "zoo.shards" => config.shards = int(4096)? as usize,
+                "zoo.pin_cores" => config.pin_cores = boolean()?,
+                k if k.starts_with("server.") => {
+                    let id = k["server.".len()..]
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|id| (0..=255).contains(id))
+                        .ok_or_else(|| bad("server.N needs N from 0 to 255"))?;
+                    config.servers.push(ServerLine {
+                        id,
+                        spec: value.to_owned(),
+                    });
+                }
+                _ => warnings.push(format!("line {line_number}: ignoring unknown key '{key}'")),
+            }
+        }
+        config.min_session_timeout_ms = min_timeout.unwrap_or(config.tick_time_ms * 2);
+        config.max_session_timeout_ms = max_timeout.unwrap_or(config.tick_time_ms * 20);
+        if config.min_session_timeout_ms > config.max_session_timeout_ms {
+            return Err(ConfigError {
+                line: 0,
+                key: "minSessionTimeout".into(),
+                message: format!(
+                    "minSessionTimeout {} is larger than maxSessionTimeout {}",
+                    config.min_session_timeout_ms, config.max_session_timeout_ms
+                ),
+            });
+        }
+        config.data_log_dir = data_log_dir.unwrap_or_else(|| config.data_dir.clone());
+        Ok((config, warnings))
+    }
+
+    /// Reads `dataDir/myid` when the config names servers (as ZooKeeper does).
+    fn read_myid(&mut self) -> Result<(), ConfigError> {
+        if self.servers.is_empty() {
+            return Ok(());
+        }
+        let myid_path = self.data_dir.join("myid");
+        if let Ok(text) = std::fs::read_to_string(&myid_path) {
+            self.server_id = text.trim().parse::<i64>().map_err(|_| ConfigError {
+                line: 0,
+                key: "myid".into(),
+                message: format!("{} does not hold a server id", myid_path.display()),
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn four_letter_allowed(&self, command: &str) -> bool {
+        command == "srvr"
+            || (command == "isro" && self.read_only_mode_enabled)
+            || self
+                .four_letter_whitelist
+                .iter()
+                .any(|w| w == "*" || w == command)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_zookeeper() {
+        let (c, w) = Config::parse("").unwrap();
+        assert_eq!(c.client_port, 2181);
+        assert_eq!(c.min_session_timeout_ms, 4000);
+        assert_eq!(c.max_session_timeout_ms, 40000);
+        assert_eq!(c.jute_max_buffer, 0xfffff);
+        assert!(w.is_empty());
+        assert!(c.four_letter_allowed("srvr"));
+        assert!(!c.four_letter_allowed("ruok"));
+    }
+
+    #[test]
+    fn known_keys_are_read() {
+        let text = "tickTime=500\ndataDir=/tmp/z\nclientPort=2281\n\
+                    4lw.commands.whitelist=ruok, stat\nserver.1=localhost:2888:3888\n\
+                    zookeeper.extendedTypesEnabled=true\nzoo.shards=3\n";
+        let (c, _) = Config::parse(text).unwrap();
+        assert_eq!(c.tick_time_ms, 500);
+        assert_eq!(c.min_session_timeout_ms, 1000);
+        assert_eq!(c.client_port, 2281);
+        assert_eq!(c.data_log_dir, PathBuf::from("/tmp/z"));
+        assert!(c.four_letter_allowed("stat"));
+        assert!(c.extended_types_enabled);
+        assert_eq!(
+            c.servers,
+            vec![ServerLine {
+                id: 1,
+                spec: "localhost:2888:3888".into()
+            }]
+        );
+        assert_eq!(c.shards, 3);
+    }
+
+    #[test]
+    fn unknown_keys_warn_and_are_ignored() {
+        let (_, w) = Config::parse("initLimit=10\njava.foo=bar\n").unwrap();
+        assert_eq!(w.len(), 2);
+        assert!(w[1].contains("java.foo"));
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let err = Config::parse("# comment\nclientPort=abc\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert_eq!(err.key, "clientPort");
+        assert!(err.to_string().contains("line 2"));
+    }
+}

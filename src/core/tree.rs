@@ -1,0 +1,566 @@
+//! The data tree: znodes by path, with ZooKeeper's Stat bookkeeping (`DataTree.java`,
+//! `DataNode.java`).
+//!
+//! The tree is a persistent (structurally shared) map, so `clone()` is O(1). The commit path
+//! owns the one mutable tree; after each batch it hands immutable clones to every shard, which
+//! serve reads from them without locks (ARCHITECTURE.md, rule R4). Memory is shared between the
+//! clones: only the nodes changed since the previous clone are copied.
+//!
+//! Mutation happens only through [`DataTree::apply`], which applies a [`Txn`] already
+//! validated by `prep`. A Txn that does not fit the tree is a broken invariant and asserts.
+
+use std::sync::Arc;
+
+use crate::core::path;
+use crate::core::txn::{Txn, TxnHeader};
+use crate::jute::records::{Acl, EventType, Stat};
+
+/// Stored `ephemeralOwner` of a container node.
+pub const CONTAINER_OWNER: i64 = i64::MIN;
+/// Top byte of the stored `ephemeralOwner` of a TTL node; the low 40 bits are the TTL.
+const TTL_OWNER_MARK: i64 = 0xFF00_0000_0000_0000u64 as i64;
+const TTL_OWNER_MASK: i64 = 0xFFFF_0000_0000_0000u64 as i64;
+/// Largest TTL the stored representation can hold (40 bits of milliseconds).
+pub const TTL_MAX_MS: i64 = 0xFF_FFFF_FFFF;
+
+pub fn ttl_owner(ttl_ms: i64) -> i64 {
+    assert!(ttl_ms > 0 && ttl_ms <= TTL_MAX_MS);
+    TTL_OWNER_MARK | ttl_ms
+}
+
+/// The kind of node a stored ephemeralOwner stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Persistent,
+    Ephemeral(i64),
+    Container,
+    Ttl(i64),
+}
+
+pub fn node_kind(owner: i64) -> NodeKind {
+    if owner == 0 {
+        NodeKind::Persistent
+    } else if owner == CONTAINER_OWNER {
+        NodeKind::Container
+    } else if owner & TTL_OWNER_MASK == TTL_OWNER_MARK {
+        NodeKind::Ttl(owner & TTL_MAX_MS)
+    } else {
+        NodeKind::Ephemeral(owner)
+    }
+}
+
+pub type Path = Arc<str>;
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub data: Arc<[u8]>,
+    pub acl: Arc<Vec<Acl>>,
+    pub czxid: i64,
+    pub mzxid: i64,
+    pub ctime: i64,
+    pub mtime: i64,
+    pub version: i32,
+    /// Stored cversion: the number of creates under this node (see `stat`).
+    pub cversion: i32,
+    pub aversion: i32,
+    /// Stored owner: session id, CONTAINER_OWNER, a TTL mark, or 0.
+    pub ephemeral_owner: i64,
+    pub pzxid: i64,
+    pub children: im::OrdSet<Path>,
+}
+
+impl Node {
+    /// The client-visible Stat (`DataNode.copyStat`): cversion counts creates and deletes,
+    /// and containers and TTL nodes show ephemeralOwner 0.
+    pub fn stat(&self) -> Stat {
+        let num_children = self.children.len() as i32;
+        Stat {
+            czxid: self.czxid,
+            mzxid: self.mzxid,
+            ctime: self.ctime,
+            mtime: self.mtime,
+            version: self.version,
+            cversion: self.cversion.wrapping_mul(2).wrapping_sub(num_children),
+            aversion: self.aversion,
+            ephemeral_owner: match node_kind(self.ephemeral_owner) {
+                NodeKind::Ephemeral(session) => session,
+                _ => 0,
+            },
+            data_length: self.data.len() as i32,
+            num_children,
+            pzxid: self.pzxid,
+        }
+    }
+
+    pub fn kind(&self) -> NodeKind {
+        node_kind(self.ephemeral_owner)
+    }
+}
+
+/// A watch trigger produced by applying a txn: the path, the event and the ACL that decides
+/// who may see it (the node's own ACL, or the parent's for NodeChildrenChanged).
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub path: Path,
+    pub event: EventType,
+    pub acl: Arc<Vec<Acl>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DataTree {
+    nodes: im::HashMap<Path, Arc<Node>>,
+    /// Session id -> paths of its ephemeral nodes.
+    ephemerals: im::HashMap<i64, im::OrdSet<Path>>,
+    containers: im::OrdSet<Path>,
+    ttls: im::OrdSet<Path>,
+    /// Highest zxid applied.
+    last_zxid: i64,
+    /// Sum of path and data bytes, ZooKeeper's `approximateDataSize`.
+    data_bytes: u64,
+}
+
+impl Default for DataTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DataTree {
+    /// A tree holding `/`, `/zookeeper`, `/zookeeper/quota` and `/zookeeper/config`.
+    pub fn new() -> DataTree {
+        let mut tree = DataTree {
+            nodes: im::HashMap::new(),
+            ephemerals: im::HashMap::new(),
+            containers: im::OrdSet::new(),
+            ttls: im::OrdSet::new(),
+            last_zxid: 0,
+            data_bytes: 0,
+        };
+        let root = Self::fresh_node(Vec::new(), crate::core::acl::open_acl_unsafe(), 0, 0, 0);
+        tree.nodes.insert(Arc::from("/"), Arc::new(root));
+        let open = crate::core::acl::open_acl_unsafe();
+        tree.insert_system_node("/zookeeper", open.clone());
+        tree.insert_system_node("/zookeeper/quota", open);
+        tree.insert_system_node("/zookeeper/config", crate::core::acl::read_acl_unsafe());
+        tree
+    }
+
+    fn fresh_node(data: Vec<u8>, acl: Vec<Acl>, zxid: i64, time: i64, owner: i64) -> Node {
+        Node {
+            data: Arc::from(data),
+            acl: Arc::new(acl),
+            czxid: zxid,
+            mzxid: zxid,
+            ctime: time,
+            mtime: time,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: owner,
+            pzxid: zxid,
+            children: im::OrdSet::new(),
+        }
+    }
+
+    /// System nodes are created outside any txn, as ZooKeeper does, so they do not bump the
+    /// parent's cversion.
+    fn insert_system_node(&mut self, p: &str, acl: Vec<Acl>) {
+        let node = Self::fresh_node(Vec::new(), acl, 0, 0, 0);
+        let key: Path = Arc::from(p);
+        let parent = self
+            .nodes
+            .get_mut(path::parent(p))
+            .expect("system node parent exists");
+        Arc::make_mut(parent)
+            .children
+            .insert(Arc::from(path::name(p)));
+        self.data_bytes += p.len() as u64;
+        self.nodes.insert(key, Arc::new(node));
+    }
+
+    pub fn get(&self, p: &str) -> Option<&Arc<Node>> {
+        self.nodes.get(p)
+    }
+
+    pub fn contains(&self, p: &str) -> bool {
+        self.nodes.contains_key(p)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn last_zxid(&self) -> i64 {
+        self.last_zxid
+    }
+
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Paths of the ephemerals owned by `session`, sorted.
+    pub fn ephemerals_of(&self, session: i64) -> Vec<Path> {
+        self.ephemerals
+            .get(&session)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every session that owns an ephemeral, with its count (for `dump`/`mntr`).
+    pub fn ephemeral_owners(&self) -> Vec<(i64, Vec<Path>)> {
+        let mut out: Vec<(i64, Vec<Path>)> = self
+            .ephemerals
+            .iter()
+            .map(|(s, set)| (*s, set.iter().cloned().collect()))
+            .collect();
+        out.sort_by_key(|(s, _)| *s);
+        out
+    }
+
+    pub fn ephemeral_count(&self) -> usize {
+        self.ephemerals.values().map(|s| s.len()).sum()
+    }
+
+    pub fn containers(&self) -> impl Iterator<Item = &Path> {
+        self.containers.iter()
+    }
+
+    pub fn ttl_nodes(&self) -> impl Iterator<Item = &Path> {
+        self.ttls.iter()
+    }
+
+    /// Number of descendants of `p` (not counting `p`).
+    pub fn descendant_count(&self, p: &str) -> usize {
+        let Some(node) = self.nodes.get(p) else {
+            return 0;
+        };
+        let mut count = 0;
+        let mut stack: Vec<String> = node.children.iter().map(|c| path::join(p, c)).collect();
+        while let Some(child) = stack.pop() {
+            count += 1;
+            if let Some(n) = self.nodes.get(child.as_str()) {
+                stack.extend(n.children.iter().map(|c| path::join(&child, c)));
+            }
+        }
+        count
+    }
+
+    /// Every path in the tree in pre-order from `p` (for `dump` and snapshots).
+    pub fn walk(&self, p: &str, visit: &mut dyn FnMut(&str, &Node)) {
+        let Some(node) = self.nodes.get(p) else {
+            return;
+        };
+        visit(p, node);
+        for child in node.children.iter() {
+            self.walk(&path::join(p, child), visit);
+        }
+    }
+
+    /// Applies a validated txn. Returns the watch triggers in ZooKeeper's firing order.
+    pub fn apply(&mut self, header: &TxnHeader, txn: &Txn, triggers: &mut Vec<Trigger>) {
+        assert!(header.zxid > self.last_zxid, "zxids applied in order");
+        self.apply_inner(header, txn, triggers);
+        self.last_zxid = header.zxid;
+    }
+
+    /// Applies one op of a multi; all ops share the header's zxid, which `finish_multi` then
+    /// records as applied.
+    pub fn apply_op(&mut self, header: &TxnHeader, txn: &Txn, triggers: &mut Vec<Trigger>) {
+        assert!(header.zxid > self.last_zxid, "zxids applied in order");
+        self.apply_inner(header, txn, triggers);
+    }
+
+    pub fn finish_multi(&mut self, zxid: i64) {
+        assert!(zxid > self.last_zxid, "zxids applied in order");
+        self.last_zxid = zxid;
+    }
+
+    fn apply_inner(&mut self, header: &TxnHeader, txn: &Txn, triggers: &mut Vec<Trigger>) {
+        match txn {
+            Txn::Create {
+                path: p,
+                data,
+                acl,
+                ephemeral_owner,
+                parent_cversion,
+            } => self.apply_create(
+                header,
+                p,
+                data,
+                acl,
+                *ephemeral_owner,
+                *parent_cversion,
+                triggers,
+            ),
+            Txn::Delete { path: p } => self.apply_delete(header.zxid, p, triggers),
+            Txn::SetData {
+                path: p,
+                data,
+                version,
+            } => {
+                let node = self
+                    .nodes
+                    .get_mut(p.as_str())
+                    .expect("setData target exists");
+                let node = Arc::make_mut(node);
+                self.data_bytes = self.data_bytes - node.data.len() as u64 + data.len() as u64;
+                node.data = Arc::from(data.as_slice());
+                node.version = *version;
+                node.mzxid = header.zxid;
+                node.mtime = header.time_ms;
+                triggers.push(Trigger {
+                    path: Arc::from(p.as_str()),
+                    event: EventType::NodeDataChanged,
+                    acl: node.acl.clone(),
+                });
+            }
+            Txn::SetAcl {
+                path: p,
+                acl,
+                version,
+            } => {
+                let node = self
+                    .nodes
+                    .get_mut(p.as_str())
+                    .expect("setACL target exists");
+                let node = Arc::make_mut(node);
+                node.acl = Arc::new(acl.clone());
+                node.aversion = *version;
+            }
+            Txn::Check => {}
+            Txn::CreateSession { .. } => {}
+            Txn::CloseSession { session_id } => {
+                if let Some(paths) = self.ephemerals.get(session_id).cloned() {
+                    for p in paths.iter() {
+                        self.apply_delete(header.zxid, p, triggers);
+                    }
+                }
+                self.ephemerals.remove(session_id);
+            }
+            Txn::Multi(txns) => {
+                for t in txns {
+                    self.apply_inner(header, t, triggers);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_create(
+        &mut self,
+        header: &TxnHeader,
+        p: &str,
+        data: &[u8],
+        acl: &[Acl],
+        owner: i64,
+        parent_cversion: i32,
+        triggers: &mut Vec<Trigger>,
+    ) {
+        assert!(!self.nodes.contains_key(p), "create target is new");
+        let key: Path = Arc::from(p);
+        let parent_path = path::parent(p);
+        let parent = self
+            .nodes
+            .get_mut(parent_path)
+            .expect("create parent exists");
+        let parent = Arc::make_mut(parent);
+        parent.children.insert(Arc::from(path::name(p)));
+        parent.cversion = parent_cversion;
+        parent.pzxid = header.zxid;
+        let parent_acl = parent.acl.clone();
+        let node = Self::fresh_node(
+            data.to_vec(),
+            acl.to_vec(),
+            header.zxid,
+            header.time_ms,
+            owner,
+        );
+        let node_acl = node.acl.clone();
+        self.nodes.insert(key.clone(), Arc::new(node));
+        self.data_bytes += (p.len() + data.len()) as u64;
+        match node_kind(owner) {
+            NodeKind::Ephemeral(session) => {
+                self.ephemerals
+                    .entry(session)
+                    .or_default()
+                    .insert(key.clone());
+            }
+            NodeKind::Container => {
+                self.containers.insert(key.clone());
+            }
+            NodeKind::Ttl(_) => {
+                self.ttls.insert(key.clone());
+            }
+            NodeKind::Persistent => {}
+        }
+        triggers.push(Trigger {
+            path: key,
+            event: EventType::NodeCreated,
+            acl: node_acl,
+        });
+        triggers.push(Trigger {
+            path: Arc::from(parent_path),
+            event: EventType::NodeChildrenChanged,
+            acl: parent_acl,
+        });
+    }
+
+    fn apply_delete(&mut self, zxid: i64, p: &str, triggers: &mut Vec<Trigger>) {
+        let node = self.nodes.remove(p).expect("delete target exists");
+        assert!(node.children.is_empty(), "deleted node has no children");
+        self.data_bytes -= (p.len() + node.data.len()) as u64;
+        let parent_path = path::parent(p);
+        let parent = self
+            .nodes
+            .get_mut(parent_path)
+            .expect("deleted node's parent exists");
+        let parent = Arc::make_mut(parent);
+        parent.children.remove(path::name(p));
+        if zxid > parent.pzxid {
+            parent.pzxid = zxid;
+        }
+        let parent_acl = parent.acl.clone();
+        match node.kind() {
+            NodeKind::Ephemeral(session) => {
+                if let Some(set) = self.ephemerals.get_mut(&session) {
+                    set.remove(p);
+                    if set.is_empty() {
+                        self.ephemerals.remove(&session);
+                    }
+                }
+            }
+            NodeKind::Container => {
+                self.containers.remove(p);
+            }
+            NodeKind::Ttl(_) => {
+                self.ttls.remove(p);
+            }
+            NodeKind::Persistent => {}
+        }
+        triggers.push(Trigger {
+            path: Arc::from(p),
+            event: EventType::NodeDeleted,
+            acl: node.acl.clone(),
+        });
+        triggers.push(Trigger {
+            path: Arc::from(parent_path),
+            event: EventType::NodeChildrenChanged,
+            acl: parent_acl,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::acl::open_acl_unsafe;
+
+    fn header(zxid: i64) -> TxnHeader {
+        TxnHeader {
+            session_id: 1,
+            xid: 1,
+            zxid,
+            time_ms: 1000 + zxid,
+        }
+    }
+
+    fn create(tree: &mut DataTree, zxid: i64, p: &str, owner: i64) {
+        let parent_cversion = tree.get(path::parent(p)).unwrap().cversion + 1;
+        let txn = Txn::Create {
+            path: p.into(),
+            data: b"d".to_vec(),
+            acl: open_acl_unsafe(),
+            ephemeral_owner: owner,
+            parent_cversion,
+        };
+        tree.apply(&header(zxid), &txn, &mut Vec::new());
+    }
+
+    #[test]
+    fn new_tree_has_the_system_nodes() {
+        let tree = DataTree::new();
+        for p in ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
+            assert!(tree.contains(p), "{p}");
+        }
+        assert_eq!(tree.get("/zookeeper").unwrap().stat().num_children, 2);
+    }
+
+    #[test]
+    fn client_cversion_counts_creates_and_deletes() {
+        let mut tree = DataTree::new();
+        create(&mut tree, 1, "/a", 0);
+        create(&mut tree, 2, "/a/x", 0);
+        create(&mut tree, 3, "/a/y", 0);
+        tree.apply(
+            &header(4),
+            &Txn::Delete {
+                path: "/a/x".into(),
+            },
+            &mut Vec::new(),
+        );
+        let stat = tree.get("/a").unwrap().stat();
+        assert_eq!(stat.cversion, 3);
+        assert_eq!(stat.num_children, 1);
+        assert_eq!(stat.pzxid, 4);
+        // Stored cversion (used for sequential names) counts creates only.
+        assert_eq!(tree.get("/a").unwrap().cversion, 2);
+    }
+
+    #[test]
+    fn containers_and_ttl_nodes_show_owner_zero() {
+        let mut tree = DataTree::new();
+        create(&mut tree, 1, "/c", CONTAINER_OWNER);
+        create(&mut tree, 2, "/t", ttl_owner(5000));
+        create(&mut tree, 3, "/e", 77);
+        assert_eq!(tree.get("/c").unwrap().stat().ephemeral_owner, 0);
+        assert_eq!(tree.get("/t").unwrap().stat().ephemeral_owner, 0);
+        assert_eq!(tree.get("/e").unwrap().stat().ephemeral_owner, 77);
+        assert_eq!(tree.get("/t").unwrap().kind(), NodeKind::Ttl(5000));
+        assert_eq!(tree.containers().count(), 1);
+        assert_eq!(tree.ttl_nodes().count(), 1);
+    }
+
+    #[test]
+    fn close_session_removes_its_ephemerals_with_triggers() {
+        let mut tree = DataTree::new();
+        create(&mut tree, 1, "/e1", 9);
+        create(&mut tree, 2, "/e2", 9);
+        create(&mut tree, 3, "/other", 10);
+        let mut triggers = Vec::new();
+        tree.apply(
+            &header(4),
+            &Txn::CloseSession { session_id: 9 },
+            &mut triggers,
+        );
+        assert!(!tree.contains("/e1") && !tree.contains("/e2") && tree.contains("/other"));
+        assert!(tree.ephemerals_of(9).is_empty());
+        assert_eq!(
+            triggers
+                .iter()
+                .filter(|t| t.event == EventType::NodeDeleted)
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn clones_are_isolated_snapshots() {
+        let mut tree = DataTree::new();
+        create(&mut tree, 1, "/a", 0);
+        let snapshot = tree.clone();
+        create(&mut tree, 2, "/b", 0);
+        assert!(!snapshot.contains("/b"));
+        assert!(tree.contains("/b"));
+        assert_eq!(snapshot.last_zxid(), 1);
+    }
+
+    #[test]
+    fn descendant_count_is_recursive() {
+        let mut tree = DataTree::new();
+        create(&mut tree, 1, "/a", 0);
+        create(&mut tree, 2, "/a/b", 0);
+        create(&mut tree, 3, "/a/b/c", 0);
+        assert_eq!(tree.descendant_count("/a"), 2);
+        assert_eq!(tree.descendant_count("/"), 6);
+    }
+}

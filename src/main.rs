@@ -1,0 +1,55 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use zoo::config::Config;
+use zoo::core::commit::CommitCore;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "usage:
+  zoo server [PATH/zoo.cfg]   start a server (no path: standalone, port 2181, data in ./data)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("server") => server(args.get(1).map(PathBuf::from)),
+        Some("-h") | Some("--help") | Some("help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn server(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match config_path {
+        None => Config::default(),
+        Some(path) => match Config::load(&path) {
+            Ok((config, warnings)) => {
+                for warning in warnings {
+                    eprintln!("zoo: {}: {warning}", path.display());
+                }
+                config
+            }
+            Err(e) => {
+                eprintln!("zoo: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let core = CommitCore::new(
+        zoo::server::commit_executor::core_config(&config),
+        zoo::server::wall_clock_ms(),
+    );
+    match zoo::server::run(config, core) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zoo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

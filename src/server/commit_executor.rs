@@ -1,0 +1,276 @@
+//! The commit executor: one glommio executor that orders every state change.
+//!
+//! It merges the shards' queues into one inbox, takes up to `COMMIT_BATCH_MAX` messages at a
+//! time, runs each through the I/O-free [`CommitCore`], then publishes the new tree and the
+//! batch's watch triggers to every shard, followed by each shard's replies (ARCHITECTURE.md
+//! rules R1-R3). The durable log slots in between "apply" and "publish": a reply is only
+//! released once the txns before it are durable.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+
+use crate::config::Config;
+use crate::core::commit::{Attach, CommitCore, CoreConfig};
+use crate::core::tree::Trigger;
+use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX};
+use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
+use crate::server::stats::ServerStats;
+use crate::server::wall_clock_ms;
+
+pub fn core_config(config: &Config) -> CoreConfig {
+    CoreConfig {
+        server_id: config.server_id,
+        min_session_timeout_ms: config.min_session_timeout_ms,
+        max_session_timeout_ms: config.max_session_timeout_ms,
+        extended_types_enabled: config.extended_types_enabled,
+        skip_acl: config.skip_acl,
+        reconfig_enabled: config.reconfig_enabled,
+    }
+}
+
+struct CommitExecutor {
+    core: CommitCore,
+    shards: Vec<ConnectedSender<ToShard>>,
+    stats: Arc<ServerStats>,
+    reap_per_tick_max: usize,
+}
+
+/// Runs the commit executor until every shard has hung up.
+pub async fn run(
+    config: Arc<Config>,
+    core: CommitCore,
+    inboxes: Vec<SharedReceiver<ToCommit>>,
+    outboxes: Vec<SharedSender<ToShard>>,
+    stats: Arc<ServerStats>,
+) {
+    let (merged_tx, merged_rx) = local_channel::new_bounded::<ToCommit>(COMMIT_INBOX_MAX);
+    let merged_tx = Rc::new(merged_tx);
+    let mut pumps = Vec::new();
+    for inbox in inboxes {
+        let tx = merged_tx.clone();
+        pumps.push(glommio::spawn_local(async move {
+            let rx = inbox.connect().await;
+            while let Some(message) = rx.recv().await {
+                if tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    // Connect our outgoing ends only after the pumps exist: each shard connects its sender
+    // to us before it connects its inbox, so the reverse order would deadlock at start-up.
+    let mut shards = Vec::with_capacity(outboxes.len());
+    for outbox in outboxes {
+        shards.push(outbox.connect().await);
+    }
+    let tick_ms = (config.tick_time_ms as u64 / 2).clamp(10, 500);
+    spawn_timer(merged_tx.clone(), tick_ms, || ToCommit::ExpiryTick);
+    spawn_timer(
+        merged_tx.clone(),
+        config.container_check_interval_ms,
+        || ToCommit::ReapTick,
+    );
+    let per_tick = (config.container_max_per_minute as u64 * config.container_check_interval_ms
+        / 60_000)
+        .max(1) as usize;
+    let mut executor = CommitExecutor {
+        core,
+        shards,
+        stats,
+        reap_per_tick_max: per_tick,
+    };
+    executor.publish_stats();
+    let mut batch = Vec::with_capacity(COMMIT_BATCH_MAX);
+    loop {
+        let Some(first) = merged_rx.recv().await else {
+            break;
+        };
+        batch.push(first);
+        while batch.len() < COMMIT_BATCH_MAX {
+            match future::poll_once(merged_rx.recv()).await {
+                Some(Some(message)) => batch.push(message),
+                _ => break,
+            }
+        }
+        executor.process_batch(&mut batch).await;
+    }
+    drop(pumps);
+}
+
+fn spawn_timer(tx: Rc<LocalSender<ToCommit>>, period_ms: u64, make: fn() -> ToCommit) {
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(period_ms)).await;
+            if tx.send(make()).await.is_err() {
+                break;
+            }
+        }
+    })
+    .detach();
+}
+
+impl CommitExecutor {
+    async fn process_batch(&mut self, batch: &mut Vec<ToCommit>) {
+        let now = wall_clock_ms();
+        let mut replies: Vec<Vec<ShardReply>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut triggers: Vec<(i64, Trigger)> = Vec::new();
+        let mut scratch: Vec<Trigger> = Vec::new();
+        let mut changed = false;
+        let mut writes = 0u64;
+        for message in batch.drain(..) {
+            match message {
+                ToCommit::Connect(attempt) => {
+                    let connection = attempt.connection;
+                    let result = if attempt.last_zxid_seen > self.core.last_zxid() {
+                        ConnectResult::ZxidAhead
+                    } else if attempt.session_id == 0 {
+                        let (attach, (header, _txn)) = self.core.create_session(
+                            attempt.timeout_ms,
+                            attempt.new_password,
+                            connection,
+                            now,
+                            &mut scratch,
+                        );
+                        changed = true;
+                        triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
+                        attach_result(attach, &mut replies)
+                    } else {
+                        let attach = self.core.reattach_session(
+                            attempt.session_id,
+                            &attempt.password,
+                            attempt.timeout_ms,
+                            connection,
+                            now,
+                        );
+                        attach_result(attach, &mut replies)
+                    };
+                    replies[connection.shard].push(ShardReply::Connect {
+                        connection_id: connection.connection_id,
+                        result,
+                    });
+                }
+                ToCommit::Write { connection, write } => {
+                    writes += 1;
+                    self.core.touch(write.session_id, now);
+                    let outcome = self.core.process_write(write, now, &mut scratch);
+                    if let Some((header, _txn)) = &outcome.txn {
+                        changed = true;
+                        triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
+                    }
+                    scratch.clear();
+                    replies[connection.shard].push(ShardReply::Write {
+                        connection_id: connection.connection_id,
+                        reply: outcome.reply,
+                    });
+                }
+                ToCommit::Touch { sessions } => {
+                    for session in sessions {
+                        self.core.touch(session, now);
+                    }
+                }
+                ToCommit::Disconnected {
+                    connection,
+                    session_id,
+                } => {
+                    self.core.detach(session_id, connection);
+                }
+                ToCommit::ExpiryTick => {
+                    for session in self.core.expired_sessions(now) {
+                        let owner = self.core.session_owner(session);
+                        if let Some((header, _)) =
+                            self.core.close_session(session, now, &mut scratch)
+                        {
+                            changed = true;
+                            triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
+                        }
+                        if let Some(owner) = owner {
+                            replies[owner.shard].push(ShardReply::Close {
+                                connection_id: owner.connection_id,
+                            });
+                        }
+                    }
+                }
+                ToCommit::ReapTick => {
+                    let candidates = self.core.reap_candidates(now);
+                    for p in candidates.into_iter().take(self.reap_per_tick_max) {
+                        if let Some((header, _)) = self.core.reap(&p, now, &mut scratch) {
+                            changed = true;
+                            triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
+                        }
+                    }
+                }
+            }
+        }
+        // The durable log appends and syncs this batch's txns here, before anything is
+        // published or replied (rule R2).
+        let published = changed.then(|| {
+            Arc::new(Published {
+                tree: self.core.tree().clone(),
+                triggers: std::mem::take(&mut triggers),
+            })
+        });
+        for (shard, shard_replies) in replies.into_iter().enumerate() {
+            if published.is_none() && shard_replies.is_empty() {
+                continue;
+            }
+            let message = ToShard {
+                published: published.clone(),
+                replies: shard_replies,
+            };
+            // A shard that has gone away is shutting down; nothing to deliver to.
+            let _ = self.shards[shard].send(message).await;
+        }
+        if writes > 0 {
+            let commit = &self.stats.commit;
+            use std::sync::atomic::Ordering::Relaxed;
+            commit.batches.fetch_add(1, Relaxed);
+            commit.batched_writes.fetch_add(writes, Relaxed);
+            commit.batch_max.fetch_max(writes, Relaxed);
+        }
+        self.publish_stats();
+    }
+
+    fn publish_stats(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let commit = &self.stats.commit;
+        let tree = self.core.tree();
+        commit.last_zxid.store(tree.last_zxid(), Relaxed);
+        commit
+            .sessions
+            .store(self.core.sessions().len() as u64, Relaxed);
+        commit.node_count.store(tree.node_count() as u64, Relaxed);
+        commit
+            .ephemerals
+            .store(tree.ephemeral_count() as u64, Relaxed);
+        commit.data_bytes.store(tree.data_bytes(), Relaxed);
+    }
+}
+
+fn attach_result(attach: Attach, replies: &mut [Vec<ShardReply>]) -> ConnectResult {
+    match attach {
+        Attach::Attached {
+            session_id,
+            timeout_ms,
+            password,
+            previous,
+        } => {
+            if let Some(previous) = previous {
+                replies[previous.shard].push(ShardReply::Close {
+                    connection_id: previous.connection_id,
+                });
+            }
+            ConnectResult::Attached {
+                session_id,
+                timeout_ms,
+                password,
+            }
+        }
+        Attach::Expired => ConnectResult::Expired,
+    }
+}

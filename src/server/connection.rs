@@ -1,0 +1,835 @@
+//! One client connection on a shard: framing, the handshake, per-session request order, and the
+//! output queue. Replies leave strictly in request order (rule R1): a read that arrives while an
+//! earlier write of the same session is in the commit path waits behind it, as in ZooKeeper's
+//! CommitProcessor, so a session always reads its own writes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+
+use crate::core::acl;
+use crate::core::commit::{WriteReply, WriteRequest};
+use crate::core::read;
+use crate::core::sessions::ConnectionRef;
+use crate::core::watches::WatchKind;
+use crate::error::ZkError;
+use crate::jute::Reader;
+use crate::jute::records::{
+    ConnectRequest, ConnectResponse, EventType, Id, ReplyHeader, Request, RequestError,
+    WatcherType, encode_watcher_event, opcode, xid,
+};
+use crate::server::four_letter;
+use crate::server::limits::{
+    CONNECTION_OUTPUT_BYTES_MAX, CONNECTION_READ_CHUNK_BYTES, HANDSHAKE_TIMEOUT_MS,
+    OUTSTANDING_PER_CONNECTION_MAX,
+};
+use crate::server::messages::{ConnectAttempt, ConnectResult, ToCommit};
+use crate::server::shard::{Shard, frame_finish, frame_start};
+use crate::server::stats::ConnectionInfo;
+use crate::server::wall_clock_ms;
+
+/// A wake-up flag between tasks of one executor: `notify` never blocks, `wait` returns once
+/// after any number of notifies.
+struct Signal {
+    tx: LocalSender<()>,
+    rx: LocalReceiver<()>,
+}
+
+impl Signal {
+    fn new() -> Signal {
+        let (tx, rx) = local_channel::new_bounded(1);
+        Signal { tx, rx }
+    }
+    fn notify(&self) {
+        let _ = self.tx.try_send(());
+    }
+    async fn wait(&self) {
+        let _ = self.rx.recv().await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Open,
+    /// Flush what is queued, then close (after closeSession, UNIMPLEMENTED, AUTHFAILED).
+    FlushThenClose,
+    /// Close without flushing (expired, moved, overflow, I/O error).
+    Closed,
+}
+
+enum Pending {
+    /// A write (or sync) in the commit path.
+    AwaitingCommit { xid: i32, started: Instant },
+    /// A local request that arrived behind a pending write.
+    Queued {
+        xid: i32,
+        request: Request,
+        started: Instant,
+    },
+}
+
+struct State {
+    session_id: i64,
+    timeout_ms: i32,
+    auth: Arc<Vec<Id>>,
+    pending: VecDeque<Pending>,
+    received: u64,
+    sent: u64,
+    last_zxid: i64,
+}
+
+pub struct Connection {
+    pub id: u64,
+    pub peer: SocketAddr,
+    shard: Rc<Shard>,
+    state: RefCell<State>,
+    output: RefCell<Vec<u8>>,
+    output_signal: Signal,
+    resume_signal: Signal,
+    connect_result: RefCell<Option<ConnectResult>>,
+    connect_signal: Signal,
+    close_signal: Signal,
+    lifecycle: Cell<Lifecycle>,
+    established_ms: i64,
+}
+
+/// What the reader must do after a frame.
+enum Next {
+    Continue,
+    Forward(ToCommit),
+    Stop,
+}
+
+impl Connection {
+    fn new(id: u64, peer: SocketAddr, shard: Rc<Shard>) -> Connection {
+        let ip = Id::new("ip", &peer.ip().to_canonical().to_string());
+        Connection {
+            id,
+            peer,
+            shard,
+            state: RefCell::new(State {
+                session_id: 0,
+                timeout_ms: 0,
+                auth: Arc::new(vec![ip]),
+                pending: VecDeque::new(),
+                received: 0,
+                sent: 0,
+                last_zxid: 0,
+            }),
+            output: RefCell::new(Vec::new()),
+            output_signal: Signal::new(),
+            resume_signal: Signal::new(),
+            connect_result: RefCell::new(None),
+            connect_signal: Signal::new(),
+            close_signal: Signal::new(),
+            lifecycle: Cell::new(Lifecycle::Open),
+            established_ms: wall_clock_ms(),
+        }
+    }
+
+    pub fn session_id(&self) -> i64 {
+        self.state.borrow().session_id
+    }
+
+    pub fn auth(&self) -> Arc<Vec<Id>> {
+        self.state.borrow().auth.clone()
+    }
+
+    pub fn info(&self) -> ConnectionInfo {
+        let s = self.state.borrow();
+        ConnectionInfo {
+            peer: self.peer.to_string(),
+            session_id: s.session_id,
+            timeout_ms: s.timeout_ms,
+            queued: s.pending.len(),
+            received: s.received,
+            sent: s.sent,
+            last_zxid: s.last_zxid,
+            established_ms: self.established_ms,
+        }
+    }
+
+    fn connection_ref(&self) -> ConnectionRef {
+        ConnectionRef {
+            shard: self.shard.index,
+            connection_id: self.id,
+        }
+    }
+
+    /// Queues one complete frame for the writer.
+    pub fn push_frame(&self, frame: &[u8]) {
+        if self.lifecycle.get() == Lifecycle::Closed {
+            return;
+        }
+        let overflow = {
+            let mut output = self.output.borrow_mut();
+            output.extend_from_slice(frame);
+            output.len() > CONNECTION_OUTPUT_BYTES_MAX
+        };
+        self.state.borrow_mut().sent += 1;
+        self.shard.my_stats().packets_sent.fetch_add(1, Relaxed);
+        if overflow {
+            self.close_now();
+        } else {
+            self.output_signal.notify();
+        }
+    }
+
+    fn push_reply(&self, xid: i32, zxid: i64, result: Result<&[u8], ZkError>) {
+        let body: &[u8] = match result {
+            Ok(body) => body,
+            Err(_) => &[],
+        };
+        let mut frame = Vec::with_capacity(4 + ReplyHeader::BYTES + body.len());
+        frame_start(&mut frame);
+        let err = result.err().map(ZkError::code).unwrap_or(0);
+        ReplyHeader { xid, zxid, err }.encode(&mut frame);
+        frame.extend_from_slice(body);
+        frame_finish(&mut frame);
+        self.state.borrow_mut().last_zxid = zxid;
+        self.push_frame(&frame);
+    }
+
+    fn push_notification(&self, event: EventType, path: &str, zxid: i64) {
+        let mut frame = Vec::with_capacity(64 + path.len());
+        frame_start(&mut frame);
+        ReplyHeader {
+            xid: xid::NOTIFICATION,
+            zxid,
+            err: 0,
+        }
+        .encode(&mut frame);
+        encode_watcher_event(event, path, &mut frame);
+        frame_finish(&mut frame);
+        self.push_frame(&frame);
+    }
+
+    pub fn close_now(&self) {
+        self.lifecycle.set(Lifecycle::Closed);
+        self.output_signal.notify();
+        self.close_signal.notify();
+        self.resume_signal.notify();
+        self.connect_signal.notify();
+    }
+
+    fn close_after_flush(&self) {
+        if self.lifecycle.get() == Lifecycle::Open {
+            self.lifecycle.set(Lifecycle::FlushThenClose);
+        }
+        self.output_signal.notify();
+    }
+
+    pub fn on_connect_result(&self, result: ConnectResult) {
+        *self.connect_result.borrow_mut() = Some(result);
+        self.connect_signal.notify();
+    }
+
+    /// The commit executor answered this connection's oldest write.
+    pub fn on_write_reply(&self, reply: WriteReply) {
+        let started = {
+            let mut state = self.state.borrow_mut();
+            match state.pending.pop_front() {
+                Some(Pending::AwaitingCommit { xid, started }) => {
+                    assert_eq!(xid, reply.xid, "write replies arrive in request order");
+                    started
+                }
+                _ => panic!("a write reply arrived for a connection with no write pending"),
+            }
+        };
+        self.shard.my_stats().outstanding.fetch_sub(1, Relaxed);
+        self.record_latency(started);
+        let result = if reply.err == 0 {
+            Ok(&reply.body[..])
+        } else {
+            Err(ZkError::from_code(reply.err).unwrap_or(ZkError::SystemError))
+        };
+        self.push_reply(reply.xid, reply.zxid, result);
+        if reply.close_connection {
+            self.close_after_flush();
+            return;
+        }
+        self.run_queued();
+    }
+
+    fn record_latency(&self, started: Instant) {
+        self.shard
+            .my_stats()
+            .record_latency(started.elapsed().as_micros() as u64);
+    }
+
+    /// Executes local requests that were waiting behind a write, up to the next write.
+    fn run_queued(&self) {
+        loop {
+            let next = {
+                let mut state = self.state.borrow_mut();
+                match state.pending.front() {
+                    Some(Pending::Queued { .. }) => state.pending.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some(Pending::Queued {
+                xid,
+                request,
+                started,
+            }) = next
+            else {
+                break;
+            };
+            self.shard.my_stats().outstanding.fetch_sub(1, Relaxed);
+            self.execute_local(xid, &request);
+            self.record_latency(started);
+            if self.lifecycle.get() != Lifecycle::Open {
+                break;
+            }
+        }
+        self.resume_signal.notify();
+    }
+
+    /// Serves a request that does not go through the commit path.
+    fn execute_local(&self, request_xid: i32, request: &Request) {
+        let snapshot = self.shard.snapshot();
+        let zxid = snapshot.tree.last_zxid();
+        let (session_id, auth) = {
+            let s = self.state.borrow();
+            (s.session_id, s.auth.clone())
+        };
+        match request {
+            Request::SetWatches(set) => {
+                let tree = &snapshot.tree;
+                let rel = set.relative_zxid;
+                let mut watches = self.shard.watches.borrow_mut();
+                for p in &set.data {
+                    match tree.get(p) {
+                        None => self.push_notification(EventType::NodeDeleted, p, zxid),
+                        Some(n) if n.mzxid > rel => {
+                            self.push_notification(EventType::NodeDataChanged, p, zxid)
+                        }
+                        Some(_) => watches.add(WatchKind::Data, p, self.id),
+                    }
+                }
+                for p in &set.exist {
+                    if tree.contains(p) {
+                        self.push_notification(EventType::NodeCreated, p, zxid);
+                    } else {
+                        watches.add(WatchKind::Data, p, self.id);
+                    }
+                }
+                for p in &set.child {
+                    match tree.get(p) {
+                        None => self.push_notification(EventType::NodeDeleted, p, zxid),
+                        Some(n) if n.pzxid > rel => {
+                            self.push_notification(EventType::NodeChildrenChanged, p, zxid)
+                        }
+                        Some(_) => watches.add(WatchKind::Child, p, self.id),
+                    }
+                }
+                for p in &set.persistent {
+                    watches.add(WatchKind::Persistent, p, self.id);
+                }
+                for p in &set.persistent_recursive {
+                    watches.add(WatchKind::PersistentRecursive, p, self.id);
+                }
+                drop(watches);
+                self.push_reply(xid::SET_WATCHES, zxid, Ok(&[]));
+            }
+            Request::AddWatch { path: p, mode } => {
+                let kind = match mode {
+                    0 => Some(WatchKind::Persistent),
+                    1 => Some(WatchKind::PersistentRecursive),
+                    _ => None,
+                };
+                let result = match (kind, crate::core::path::validate(p)) {
+                    (Some(kind), Ok(())) => {
+                        self.shard.watches.borrow_mut().add(kind, p, self.id);
+                        Ok(())
+                    }
+                    (None, _) => Err(ZkError::BadArguments),
+                    (_, Err(e)) => Err(e),
+                };
+                match result {
+                    Ok(()) => self.push_reply(request_xid, zxid, Ok(&0i32.to_be_bytes())),
+                    Err(e) => self.push_reply(request_xid, zxid, Err(e)),
+                }
+            }
+            Request::CheckWatches {
+                path: p,
+                watcher_type,
+            }
+            | Request::RemoveWatches {
+                path: p,
+                watcher_type,
+            } => {
+                let remove = matches!(request, Request::RemoveWatches { .. });
+                let result = match WatcherType::from_i32(*watcher_type) {
+                    None => Err(ZkError::BadArguments),
+                    Some(t) => {
+                        let mut watches = self.shard.watches.borrow_mut();
+                        let found = if remove {
+                            watches.remove(p, self.id, t)
+                        } else {
+                            watches.contains(p, self.id, t)
+                        };
+                        if found {
+                            Ok(())
+                        } else {
+                            Err(ZkError::NoWatcher)
+                        }
+                    }
+                };
+                self.push_reply(request_xid, zxid, result.map(|_| &[][..]));
+            }
+            Request::Sasl { .. } => {
+                // No SASL mechanism is configured: the client is told authentication failed.
+                self.push_reply(request_xid, zxid, Err(ZkError::AuthFailed));
+                self.close_after_flush();
+            }
+            other => {
+                let outcome = read::execute(&snapshot.tree, other, &auth, session_id);
+                if let Some((kind, p)) = outcome.watch {
+                    self.shard.watches.borrow_mut().add(kind, &p, self.id);
+                }
+                match outcome.result {
+                    Ok(body) => self.push_reply(request_xid, zxid, Ok(&body)),
+                    Err(e) => self.push_reply(request_xid, zxid, Err(e)),
+                }
+            }
+        }
+    }
+
+    /// `addauth`: applied at once, before any later request is forwarded.
+    fn authenticate(&self, scheme: &str, auth: &[u8]) -> Result<(), ZkError> {
+        match scheme {
+            "digest" => {
+                let text = std::str::from_utf8(auth).map_err(|_| ZkError::AuthFailed)?;
+                if !text.contains(':') {
+                    return Err(ZkError::AuthFailed);
+                }
+                let id = acl::digest_id(text);
+                let is_super = self.shard.config.super_digest.as_deref() == Some(id.as_str());
+                let mut state = self.state.borrow_mut();
+                let ids = Arc::make_mut(&mut state.auth);
+                let digest = Id::new("digest", &id);
+                if !ids.contains(&digest) {
+                    ids.push(digest);
+                }
+                if is_super && !ids.iter().any(|i| i.scheme == "super") {
+                    ids.push(Id::new("super", ""));
+                }
+                Ok(())
+            }
+            _ => Err(ZkError::AuthFailed),
+        }
+    }
+
+    /// Handles one request frame after the handshake.
+    fn on_frame(&self, frame: &[u8]) -> Next {
+        let mut reader = Reader::new(frame, self.shard.config.jute_max_buffer * 2);
+        let (request_xid, op) = match (reader.read_i32(), reader.read_i32()) {
+            (Ok(x), Ok(o)) => (x, o),
+            _ => return Next::Stop,
+        };
+        let stats = self.shard.my_stats();
+        stats.packets_received.fetch_add(1, Relaxed);
+        let session_id = {
+            let mut s = self.state.borrow_mut();
+            s.received += 1;
+            s.session_id
+        };
+        self.shard.touch(session_id);
+        let zxid = self.shard.last_zxid();
+        if op == opcode::PING {
+            self.push_reply(xid::PING, zxid, Ok(&[]));
+            return Next::Continue;
+        }
+        let request = match Request::decode(op, &mut reader) {
+            Ok(request) => request,
+            Err(RequestError::UnknownOpcode(_)) => {
+                self.push_reply(request_xid, zxid, Err(ZkError::Unimplemented));
+                self.close_after_flush();
+                return Next::Stop;
+            }
+            Err(RequestError::BadMulti) => {
+                self.push_reply(request_xid, zxid, Err(ZkError::MarshallingError));
+                return Next::Continue;
+            }
+            Err(RequestError::Malformed(_)) => return Next::Stop,
+        };
+        if let Request::Auth { scheme, auth } = &request {
+            return match self.authenticate(scheme, auth) {
+                Ok(()) => {
+                    self.push_reply(xid::AUTH, 0, Ok(&[]));
+                    Next::Continue
+                }
+                Err(e) => {
+                    self.push_reply(xid::AUTH, 0, Err(e));
+                    self.close_after_flush();
+                    Next::Stop
+                }
+            };
+        }
+        let started = Instant::now();
+        stats.outstanding.fetch_add(1, Relaxed);
+        if request.is_write() {
+            self.state
+                .borrow_mut()
+                .pending
+                .push_back(Pending::AwaitingCommit {
+                    xid: request_xid,
+                    started,
+                });
+            let write = WriteRequest {
+                session_id,
+                xid: request_xid,
+                request,
+                auth: self.auth(),
+            };
+            return Next::Forward(ToCommit::Write {
+                connection: self.connection_ref(),
+                write,
+            });
+        }
+        if !self.state.borrow().pending.is_empty() {
+            self.state.borrow_mut().pending.push_back(Pending::Queued {
+                xid: request_xid,
+                request,
+                started,
+            });
+            return Next::Continue;
+        }
+        stats.outstanding.fetch_sub(1, Relaxed);
+        self.execute_local(request_xid, &request);
+        self.record_latency(started);
+        Next::Continue
+    }
+
+    fn must_pause_reading(&self) -> bool {
+        if self.state.borrow().pending.len() >= OUTSTANDING_PER_CONNECTION_MAX {
+            return true;
+        }
+        let shards = self.shard.stats.shards.len().max(1);
+        let share = (self.shard.config.global_outstanding_limit / shards).max(1) as u64;
+        self.shard.my_stats().outstanding.load(Relaxed) >= share
+    }
+}
+
+/// Reads frames from the socket into a growing buffer.
+struct FrameReader {
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+    frame_bytes_max: usize,
+}
+
+enum Frame {
+    Complete(usize, usize),
+    NeedMore,
+    /// A length prefix outside 0..=frame_bytes_max, with the raw prefix.
+    BadLength,
+}
+
+impl FrameReader {
+    fn new(frame_bytes_max: usize) -> FrameReader {
+        FrameReader {
+            buffer: vec![0; CONNECTION_READ_CHUNK_BYTES],
+            start: 0,
+            end: 0,
+            frame_bytes_max,
+        }
+    }
+
+    fn next_frame(&mut self) -> Frame {
+        let available = self.end - self.start;
+        if available < 4 {
+            return Frame::NeedMore;
+        }
+        let b = &self.buffer[self.start..self.start + 4];
+        let length = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if length < 0 || length as usize > self.frame_bytes_max {
+            return Frame::BadLength;
+        }
+        let length = length as usize;
+        if available < 4 + length {
+            return Frame::NeedMore;
+        }
+        let range = (self.start + 4, self.start + 4 + length);
+        self.start += 4 + length;
+        Frame::Complete(range.0, range.1)
+    }
+
+    /// Makes room for at least the frame being read, then reads once. Ok(false) at EOF.
+    async fn fill<R: futures_lite::AsyncRead + Unpin>(
+        &mut self,
+        socket: &mut R,
+    ) -> std::io::Result<bool> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let available = self.end - self.start;
+        let needed = if available >= 4 {
+            let b = &self.buffer[self.start..self.start + 4];
+            4 + i32::from_be_bytes([b[0], b[1], b[2], b[3]]).max(0) as usize
+        } else {
+            4
+        };
+        if self.start + needed.max(CONNECTION_READ_CHUNK_BYTES / 2) > self.buffer.len() {
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if needed > self.buffer.len() {
+            self.buffer.resize(needed, 0);
+        } else if self.buffer.len() > CONNECTION_READ_CHUNK_BYTES
+            && needed <= CONNECTION_READ_CHUNK_BYTES
+            && self.end <= CONNECTION_READ_CHUNK_BYTES
+        {
+            // Give back the memory of a large frame once it has been consumed.
+            self.buffer.truncate(CONNECTION_READ_CHUNK_BYTES);
+            self.buffer.shrink_to_fit();
+        }
+        let n = socket.read(&mut self.buffer[self.end..]).await?;
+        self.end += n;
+        Ok(n > 0)
+    }
+
+    fn frame(&self, range: (usize, usize)) -> &[u8] {
+        &self.buffer[range.0..range.1]
+    }
+
+    /// The first four bytes, for four-letter-word detection.
+    fn peek_prefix(&self) -> Option<[u8; 4]> {
+        (self.end - self.start >= 4).then(|| {
+            let b = &self.buffer[self.start..self.start + 4];
+            [b[0], b[1], b[2], b[3]]
+        })
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let ip = peer.ip().to_canonical();
+    if !shard
+        .limiter
+        .try_acquire(ip, shard.config.max_client_connections)
+    {
+        // Too many connections from this address (maxClientCnxns): close at once.
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let id = shard.allocate_connection_id();
+    let connection = Rc::new(Connection::new(id, peer, shard.clone()));
+    shard.register(connection.clone());
+    let (mut socket_reader, mut socket_writer) = futures_lite::io::split(stream);
+
+    let writer_connection = connection.clone();
+    let writer = glommio::spawn_local(async move {
+        let c = writer_connection;
+        loop {
+            if c.lifecycle.get() == Lifecycle::Closed {
+                break;
+            }
+            let chunk = std::mem::take(&mut *c.output.borrow_mut());
+            if !chunk.is_empty() {
+                if socket_writer.write_all(&chunk).await.is_err() {
+                    c.close_now();
+                    break;
+                }
+                let _ = socket_writer.flush().await;
+                continue;
+            }
+            if c.lifecycle.get() == Lifecycle::FlushThenClose {
+                break;
+            }
+            c.output_signal.wait().await;
+        }
+        let _ = socket_writer.close().await;
+        c.close_now();
+    });
+
+    read_loop(&connection, &mut socket_reader).await;
+
+    connection.close_after_flush();
+    writer.await;
+    let session_id = connection.session_id();
+    shard.unregister(id);
+    shard.limiter.release(ip);
+    if session_id != 0 {
+        shard
+            .send_to_commit(ToCommit::Disconnected {
+                connection: connection.connection_ref(),
+                session_id,
+            })
+            .await;
+    }
+}
+
+/// Reads one more chunk unless the connection is told to close first.
+async fn read_more<R: futures_lite::AsyncRead + Unpin>(
+    connection: &Connection,
+    frames: &mut FrameReader,
+    socket: &mut R,
+) -> bool {
+    if connection.lifecycle.get() != Lifecycle::Open {
+        return false;
+    }
+    let read = async { frames.fill(socket).await.unwrap_or(false) };
+    let closed = async {
+        connection.close_signal.wait().await;
+        false
+    };
+    future::or(read, closed).await && connection.lifecycle.get() == Lifecycle::Open
+}
+
+async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
+    connection: &Rc<Connection>,
+    socket: &mut R,
+) {
+    let shard = connection.shard.clone();
+    let config = shard.config.clone();
+    // Four-letter words are recognised before the frame length is checked: as integers they
+    // are all larger than any allowed frame.
+    let mut frames = FrameReader::new(config.jute_max_buffer);
+    let handshake = async {
+        while frames.end - frames.start < 4 {
+            if !read_more(connection, &mut frames, socket).await {
+                return false;
+            }
+        }
+        true
+    };
+    let timeout = async {
+        glommio::timer::sleep(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)).await;
+        false
+    };
+    if !future::or(handshake, timeout).await {
+        return;
+    }
+    if let Some(command) = frames.peek_prefix().and_then(four_letter::command_of) {
+        let text = four_letter::respond(&shard, command);
+        connection.push_frame(text.as_bytes());
+        return;
+    }
+    // The ConnectRequest.
+    let range = loop {
+        match frames.next_frame() {
+            Frame::Complete(a, b) => break (a, b),
+            Frame::BadLength => return,
+            Frame::NeedMore => {
+                if !read_more(connection, &mut frames, socket).await {
+                    return;
+                }
+            }
+        }
+    };
+    let Ok(request) = ConnectRequest::decode(&mut Reader::new(
+        frames.frame(range),
+        config.jute_max_buffer,
+    )) else {
+        return;
+    };
+    let mut new_password = [0u8; 16];
+    if getrandom::getrandom(&mut new_password).is_err() {
+        return;
+    }
+    shard
+        .send_to_commit(ToCommit::Connect(ConnectAttempt {
+            connection: connection.connection_ref(),
+            session_id: request.session_id,
+            password: request.password.clone(),
+            timeout_ms: request.timeout_ms,
+            last_zxid_seen: request.last_zxid_seen,
+            new_password,
+        }))
+        .await;
+    let result = loop {
+        if let Some(result) = connection.connect_result.borrow_mut().take() {
+            break result;
+        }
+        if connection.lifecycle.get() != Lifecycle::Open {
+            return;
+        }
+        connection.connect_signal.wait().await;
+    };
+    let read_only = request.read_only.map(|_| false);
+    let response = match result {
+        ConnectResult::ZxidAhead => return,
+        ConnectResult::Expired => {
+            let response = ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: 0,
+                session_id: 0,
+                password: vec![0; 16],
+                read_only,
+            };
+            send_connect_response(connection, &response);
+            return;
+        }
+        ConnectResult::Attached {
+            session_id,
+            timeout_ms,
+            password,
+        } => {
+            {
+                let mut state = connection.state.borrow_mut();
+                state.session_id = session_id;
+                state.timeout_ms = timeout_ms;
+            }
+            ConnectResponse {
+                protocol_version: 0,
+                timeout_ms,
+                session_id,
+                password: password.to_vec(),
+                read_only,
+            }
+        }
+    };
+    send_connect_response(connection, &response);
+
+    loop {
+        loop {
+            match frames.next_frame() {
+                Frame::Complete(a, b) => {
+                    // Copy out the frame so the buffer can be refilled while a write waits.
+                    let next = connection.on_frame(frames.frame((a, b)));
+                    match next {
+                        Next::Continue => {}
+                        Next::Stop => return,
+                        Next::Forward(message) => shard.send_to_commit(message).await,
+                    }
+                }
+                Frame::BadLength => return,
+                Frame::NeedMore => break,
+            }
+        }
+        while connection.must_pause_reading() && connection.lifecycle.get() == Lifecycle::Open {
+            let resumed = async {
+                connection.resume_signal.wait().await;
+            };
+            let poll = async {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            };
+            future::or(resumed, poll).await;
+        }
+        if !read_more(connection, &mut frames, socket).await {
+            return;
+        }
+    }
+}
+
+fn send_connect_response(connection: &Connection, response: &ConnectResponse) {
+    let mut frame = Vec::with_capacity(64);
+    frame_start(&mut frame);
+    response.encode(&mut frame);
+    frame_finish(&mut frame);
+    connection.push_frame(&frame);
+}

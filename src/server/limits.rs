@@ -1,0 +1,38 @@
+//! Every queue, batch and buffer in the runtime has a named maximum, collected here.
+//! `tuning/LIMITS.md` explains each one and how to size it.
+
+/// Messages a shard may have queued towards the commit executor before its connections stop
+/// being read (backpressure).
+pub const COMMIT_QUEUE_PER_SHARD_MAX: usize = 1024;
+
+/// Messages the commit executor may have queued towards one shard. Shards drain their inbox
+/// in a task that never sends to the commit executor, so this queue always makes progress.
+pub const SHARD_INBOX_MAX: usize = 1024;
+
+/// The commit executor's merged inbox (all shards plus timers).
+pub const COMMIT_INBOX_MAX: usize = 4096;
+
+/// Writes taken into one commit batch: one tree publication (and, with the durable log, one
+/// fsync) covers the whole batch.
+pub const COMMIT_BATCH_MAX: usize = 1024;
+
+/// Requests one connection may have in progress (queued behind a write or awaiting commit)
+/// before the server stops reading its socket.
+pub const OUTSTANDING_PER_CONNECTION_MAX: usize = 1000;
+
+/// Bytes of replies and events waiting to be written to one connection. A client that does not
+/// read its socket past this is disconnected (its session survives until expiry).
+pub const CONNECTION_OUTPUT_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Size of each connection's socket read buffer; frames larger than this are read in pieces.
+pub const CONNECTION_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long a new connection may take to send its ConnectRequest.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// Sessions touched on a shard are reported to the commit executor at this period (capped by
+/// tickTime/2).
+pub const TOUCH_REPORT_INTERVAL_MS: u64 = 500;
+
+/// Largest four-letter-word reply we build (dump/cons on a very busy server are cut here).
+pub const FOUR_LETTER_REPLY_BYTES_MAX: usize = 16 * 1024 * 1024;

@@ -1,0 +1,90 @@
+//! The typed messages between shards and the commit executor.
+//!
+//! Direction rule (ARCHITECTURE.md R7): shards send [`ToCommit`] on bounded channels and may
+//! wait when they are full; the commit executor sends [`ToShard`] on bounded channels, and each
+//! shard drains its inbox in a task that never waits on the commit executor. So the graph of
+//! waits has no cycle and cannot deadlock.
+
+use std::sync::Arc;
+
+use crate::core::commit::{WriteReply, WriteRequest};
+use crate::core::sessions::ConnectionRef;
+use crate::core::tree::{DataTree, Trigger};
+
+/// A handshake as the commit executor needs it.
+#[derive(Debug)]
+pub struct ConnectAttempt {
+    pub connection: ConnectionRef,
+    pub session_id: i64,
+    pub password: Vec<u8>,
+    pub timeout_ms: i32,
+    pub last_zxid_seen: i64,
+    /// A fresh random password, used if a new session is created.
+    pub new_password: [u8; 16],
+}
+
+#[derive(Debug)]
+pub enum ToCommit {
+    Connect(ConnectAttempt),
+    Write {
+        connection: ConnectionRef,
+        write: WriteRequest,
+    },
+    /// Sessions that had traffic since the last report.
+    Touch {
+        sessions: Vec<i64>,
+    },
+    /// A connection closed without closeSession; its session lives until it expires.
+    Disconnected {
+        connection: ConnectionRef,
+        session_id: i64,
+    },
+    /// Timer: check session expiry.
+    ExpiryTick,
+    /// Timer: reap empty containers and expired TTL nodes.
+    ReapTick,
+}
+
+/// What a handshake came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectResult {
+    Attached {
+        session_id: i64,
+        timeout_ms: i32,
+        password: [u8; 16],
+    },
+    /// Unknown session or wrong password: zeroed ConnectResponse, then close.
+    Expired,
+    /// The client has seen a newer zxid than this server: close without a response.
+    ZxidAhead,
+}
+
+/// A new state of the tree, shared by every shard.
+#[derive(Debug)]
+pub struct Published {
+    pub tree: DataTree,
+    /// Triggers of every txn since the previous publication, in zxid order, each with its zxid.
+    pub triggers: Vec<(i64, Trigger)>,
+}
+
+#[derive(Debug)]
+pub enum ShardReply {
+    Write {
+        connection_id: u64,
+        reply: WriteReply,
+    },
+    Connect {
+        connection_id: u64,
+        result: ConnectResult,
+    },
+    /// Close this connection (session expired or moved to another connection).
+    Close { connection_id: u64 },
+}
+
+/// One commit batch as seen by one shard: first the new tree (if any) and its triggers, then
+/// this shard's replies (rule R3: events before the replies that follow them).
+#[derive(Debug)]
+pub struct ToShard {
+    pub published: Option<Arc<Published>>,
+    pub replies: Vec<ShardReply>,
+}

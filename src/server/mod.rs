@@ -1,0 +1,213 @@
+//! The runtime: glommio executors, sockets, timers. Everything with I/O lives here; the logic
+//! it drives is in `core`.
+//!
+//! Executors (ARCHITECTURE.md, "Who owns what"):
+//! * `zoo-commit`: one executor, not pinned, owns the [`CommitCore`] (tree, sessions).
+//! * `zoo-shard-N`: one per core, pinned; owns its connections, its watch table and its
+//!   current tree snapshot.
+
+pub mod commit_executor;
+pub mod connection;
+pub mod four_letter;
+pub mod limits;
+pub mod messages;
+pub mod shard;
+pub mod stats;
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use glommio::channels::shared_channel;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::core::commit::CommitCore;
+use crate::server::limits::{COMMIT_QUEUE_PER_SHARD_MAX, SHARD_INBOX_MAX};
+use crate::server::messages::{Published, ToCommit, ToShard};
+use crate::server::shard::{ConnectionLimiter, Shard};
+use crate::server::stats::ServerStats;
+
+/// Milliseconds since the Unix epoch (ctime/mtime and session deadlines).
+pub fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// io_uring memory each executor registers; we use no DMA file buffers on the request path.
+const EXECUTOR_IO_MEMORY_BYTES: usize = 1 << 20;
+
+/// Raises RLIMIT_MEMLOCK so io_uring can register its rings (glommio asks for it).
+fn raise_memlock_limit() {
+    // SAFETY: plain libc calls on a stack-allocated struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) != 0 {
+            return;
+        }
+        let wanted = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &wanted) != 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+        }
+    }
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1))
+                .collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|cpu| libc::CPU_ISSET(*cpu, &set))
+            .collect()
+    }
+}
+
+fn listen_address(config: &Config) -> Result<SocketAddr, String> {
+    let ip: IpAddr = match &config.client_port_address {
+        Some(address) => address
+            .parse()
+            .or_else(|_| {
+                use std::net::ToSocketAddrs;
+                (address.as_str(), 0)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .map(|a| a.ip())
+                    .ok_or(())
+            })
+            .map_err(|_| format!("clientPortAddress '{address}' is not an address"))?,
+        None => IpAddr::from([0, 0, 0, 0]),
+    };
+    Ok(SocketAddr::new(ip, config.client_port))
+}
+
+/// Starts the server and blocks until it stops.
+pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
+    raise_memlock_limit();
+    let cpus = allowed_cpus();
+    let shard_count = if config.shards == 0 {
+        cpus.len().max(1)
+    } else {
+        config.shards
+    };
+    let address = listen_address(&config)?;
+    let config = Arc::new(config);
+    let stats = Arc::new(ServerStats::new(shard_count));
+    let limiter = Arc::new(ConnectionLimiter::default());
+    let initial = Arc::new(Published {
+        tree: core.tree().clone(),
+        triggers: Vec::new(),
+    });
+
+    let mut to_commit_receivers = Vec::new();
+    let mut to_shard_senders = Vec::new();
+    let mut shard_ends = Vec::new();
+    for _ in 0..shard_count {
+        let (to_commit_tx, to_commit_rx) =
+            shared_channel::new_bounded::<ToCommit>(COMMIT_QUEUE_PER_SHARD_MAX);
+        let (to_shard_tx, to_shard_rx) = shared_channel::new_bounded::<ToShard>(SHARD_INBOX_MAX);
+        to_commit_receivers.push(to_commit_rx);
+        to_shard_senders.push(to_shard_tx);
+        shard_ends.push((to_commit_tx, to_shard_rx));
+    }
+
+    let commit_config = config.clone();
+    let commit_stats = stats.clone();
+    let commit = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("zoo-commit")
+        .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+        .spawn(move || {
+            commit_executor::run(
+                commit_config,
+                core,
+                to_commit_receivers,
+                to_shard_senders,
+                commit_stats,
+            )
+        })
+        .map_err(|e| format!("cannot start the commit executor: {e}"))?;
+
+    let (bound_tx, bound_rx) = mpsc::channel::<Result<(), String>>();
+    let mut shards = Vec::new();
+    for (index, (to_commit_tx, to_shard_rx)) in shard_ends.into_iter().enumerate() {
+        let placement = if config.pin_cores {
+            Placement::Fixed(cpus[index % cpus.len()])
+        } else {
+            Placement::Unbound
+        };
+        let config = config.clone();
+        let stats = stats.clone();
+        let limiter = limiter.clone();
+        let initial = initial.clone();
+        let bound_tx = bound_tx.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("zoo-shard-{index}"))
+            .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                let listener = match glommio::net::TcpListener::bind(address) {
+                    Ok(l) => {
+                        let _ = bound_tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(format!("cannot listen on {address}: {e}")));
+                        return;
+                    }
+                };
+                let to_commit = to_commit_tx.connect().await;
+                let shard = Rc::new(Shard::new(
+                    index, config, stats, limiter, initial, to_commit,
+                ));
+                glommio::spawn_local(shard.clone().run_inbox(to_shard_rx)).detach();
+                glommio::spawn_local(shard.clone().run_housekeeping()).detach();
+                loop {
+                    match listener.accept().await {
+                        Ok(stream) => {
+                            glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+                        }
+                        Err(e) => {
+                            eprintln!("zoo: shard {index}: accept failed: {e}");
+                            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start shard {index}: {e}"))?;
+        shards.push(handle);
+    }
+    drop(bound_tx);
+    for _ in 0..shard_count {
+        match bound_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard stopped before it could listen".into()),
+        }
+    }
+    eprintln!(
+        "zoo: serving ZooKeeper clients on {address} with {shard_count} shard(s); data in {}",
+        config.data_dir.display()
+    );
+    for handle in shards {
+        let _ = handle.join();
+    }
+    let _ = commit.join();
+    Ok(())
+}

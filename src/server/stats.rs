@@ -1,0 +1,129 @@
+//! Counters the shards and the commit executor publish for four-letter words. Plain atomics
+//! updated with relaxed ordering on the request path; the per-connection listing is refreshed
+//! by each shard about once a second (it is not on the request path).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionInfo {
+    pub peer: String,
+    pub session_id: i64,
+    pub timeout_ms: i32,
+    pub queued: usize,
+    pub received: u64,
+    pub sent: u64,
+    pub last_zxid: i64,
+    pub established_ms: i64,
+}
+
+/// A shard's detail view, refreshed periodically.
+#[derive(Debug, Clone, Default)]
+pub struct ShardListing {
+    pub connections: Vec<ConnectionInfo>,
+    /// session id -> watched paths.
+    pub watches_by_session: Vec<(i64, Vec<String>)>,
+    /// path -> watching session ids.
+    pub watches_by_path: Vec<(String, Vec<i64>)>,
+}
+
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub packets_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    pub connections: AtomicU64,
+    pub outstanding: AtomicU64,
+    pub latency_min_us: AtomicU64,
+    pub latency_max_us: AtomicU64,
+    pub latency_total_us: AtomicU64,
+    pub latency_count: AtomicU64,
+    pub watch_count: AtomicU64,
+    pub watched_paths: AtomicU64,
+    pub listing: Mutex<ShardListing>,
+}
+
+impl ShardStats {
+    pub fn new() -> ShardStats {
+        let s = ShardStats::default();
+        s.latency_min_us.store(u64::MAX, Ordering::Relaxed);
+        s
+    }
+
+    pub fn record_latency(&self, micros: u64) {
+        self.latency_min_us.fetch_min(micros, Ordering::Relaxed);
+        self.latency_max_us.fetch_max(micros, Ordering::Relaxed);
+        self.latency_total_us.fetch_add(micros, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reset(&self) {
+        self.packets_received.store(0, Ordering::Relaxed);
+        self.packets_sent.store(0, Ordering::Relaxed);
+        self.latency_min_us.store(u64::MAX, Ordering::Relaxed);
+        self.latency_max_us.store(0, Ordering::Relaxed);
+        self.latency_total_us.store(0, Ordering::Relaxed);
+        self.latency_count.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Figures the commit executor publishes.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub last_zxid: AtomicI64,
+    pub sessions: AtomicU64,
+    pub node_count: AtomicU64,
+    pub ephemerals: AtomicU64,
+    pub data_bytes: AtomicU64,
+    pub batches: AtomicU64,
+    pub batched_writes: AtomicU64,
+    pub batch_max: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct ServerStats {
+    pub started: Instant,
+    pub shards: Vec<ShardStats>,
+    pub commit: CommitStats,
+}
+
+impl ServerStats {
+    pub fn new(shards: usize) -> ServerStats {
+        ServerStats {
+            started: Instant::now(),
+            shards: (0..shards).map(|_| ShardStats::new()).collect(),
+            commit: CommitStats::default(),
+        }
+    }
+
+    pub fn sum(&self, f: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| f(s).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// (min, avg, max) request latency in milliseconds, as `srvr` prints it.
+    pub fn latency_ms(&self) -> (f64, f64, f64) {
+        let count = self.sum(|s| &s.latency_count);
+        if count == 0 {
+            return (0.0, 0.0, 0.0);
+        }
+        let min = self
+            .shards
+            .iter()
+            .map(|s| s.latency_min_us.load(Ordering::Relaxed))
+            .min();
+        let max = self
+            .shards
+            .iter()
+            .map(|s| s.latency_max_us.load(Ordering::Relaxed))
+            .max();
+        let total = self.sum(|s| &s.latency_total_us);
+        (
+            min.unwrap_or(0) as f64 / 1000.0,
+            total as f64 / count as f64 / 1000.0,
+            max.unwrap_or(0) as f64 / 1000.0,
+        )
+    }
+}
