@@ -10,6 +10,7 @@
 //! * `server` is the runtime: one glommio executor per shard owns its connections, decodes
 //!   requests, serves reads from its tree snapshot and delivers watch events; one commit
 //!   executor orders every write, applies it, and publishes the new tree to all shards.
+//! * `storage` holds the transaction log (formats in `docs/FORMAT.md`).
 //! * `config` reads zoo.cfg.
 
 pub mod config;
@@ -17,3 +18,4 @@ pub mod core;
 pub mod error;
 pub mod jute;
 pub mod server;
+pub mod storage;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use zoo::config::Config;
 use zoo::core::commit::CommitCore;
+use zoo::storage::log;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,11 +42,39 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
             }
         },
     };
-    let core = CommitCore::new(
-        zoo::server::commit_executor::core_config(&config),
-        zoo::server::wall_clock_ms(),
-    );
-    match zoo::server::run(config, core) {
+    let now = zoo::server::wall_clock_ms();
+    let mut core = CommitCore::new(zoo::server::commit_executor::core_config(&config), now);
+    let log_dir = log::log_directory(&config.data_log_dir);
+    let started = std::time::Instant::now();
+    let recovered = log::recover(&log_dir, |header, txn| core.apply(&header, &txn, &mut Vec::new()));
+    match recovered {
+        Ok(stats) => {
+            if stats.records > 0 || stats.torn_tail_truncated {
+                eprintln!(
+                    "zoo: recovered {} txns from {} log segment(s) in {:?}, last zxid {:#x}{}",
+                    stats.records,
+                    stats.segments,
+                    started.elapsed(),
+                    stats.last_zxid,
+                    if stats.torn_tail_truncated { " (a torn tail was truncated)" } else { "" }
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("zoo: cannot start: {e}");
+            eprintln!("zoo: the log is left untouched; restore the data directory or remove the damaged segment by hand");
+            return ExitCode::FAILURE;
+        }
+    }
+    core.restart_session_clocks(zoo::server::wall_clock_ms());
+    let txn_log = match log::TxnLog::create(&log_dir, core.last_zxid() + 1) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("zoo: cannot create a log segment in {}: {e}", log_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match zoo::server::run(config, core, txn_log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zoo: {e}");

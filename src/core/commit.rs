@@ -196,6 +196,17 @@ impl CommitCore {
         }
     }
 
+    /// After recovery: every session gets a full timeout from now to reconnect.
+    pub fn restart_session_clocks(&mut self, now_ms: i64) {
+        let ids: Vec<i64> = self.sessions.iter().map(|s| s.id).collect();
+        for id in ids {
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.last_heard_ms = now_ms;
+                s.owner = None;
+            }
+        }
+    }
+
     pub fn touch(&mut self, session_id: i64, now_ms: i64) {
         self.sessions.touch(session_id, now_ms);
     }
@@ -295,7 +306,9 @@ impl CommitCore {
                     txn: None,
                 }
             }
-            Request::Reconfig { .. } => error(ZkError::ReconfigDisabled),
+            Request::Reconfig { joining, leaving, new_members, config_id } => {
+                error(self.check_reconfig(&joining, &leaving, &new_members, config_id, &auth))
+            }
             Request::CloseSession => {
                 let header = self.next_header(session_id, xid, now_ms);
                 let txn = Txn::CloseSession { session_id };
@@ -431,6 +444,36 @@ impl CommitCore {
         }
     }
 
+    /// Validates a reconfig the way ZooKeeper's leader does (enabled, config version, input,
+    /// WRITE on /zookeeper/config), then refuses it: a standalone server has no ensemble to
+    /// change, so the answer is always an error.
+    fn check_reconfig(
+        &self,
+        joining: &str,
+        leaving: &str,
+        new_members: &str,
+        config_id: i64,
+        auth: &[Id],
+    ) -> ZkError {
+        if !self.config.reconfig_enabled {
+            return ZkError::ReconfigDisabled;
+        }
+        if config_id != -1 && config_id != 0 {
+            return ZkError::BadVersion;
+        }
+        let servers_ok = |list: &str| list.split(',').filter(|s| !s.trim().is_empty()).all(valid_server_spec);
+        let leaving_ok =
+            leaving.split(',').filter(|s| !s.trim().is_empty()).all(|id| id.trim().parse::<i64>().is_ok());
+        if !servers_ok(joining) || !servers_ok(new_members) || !leaving_ok {
+            return ZkError::BadArguments;
+        }
+        let config_acl = self.tree.get("/zookeeper/config").map(|n| n.acl.clone()).unwrap_or_default();
+        if !acl::check(&config_acl, perms::WRITE, auth) {
+            return ZkError::NoAuth;
+        }
+        ZkError::ReconfigDisabled
+    }
+
     /// Containers with no children that have had children, and TTL nodes with no children
     /// not modified within their TTL (`ContainerManager.getCandidates`).
     pub fn reap_candidates(&self, now_ms: i64) -> Vec<String> {
@@ -470,6 +513,36 @@ impl CommitCore {
         self.apply(&header, &txn, triggers);
         Some((header, txn))
     }
+}
+
+/// `server.N=host:quorumPort:electionPort[:participant|observer][;[clientAddress:]clientPort]`.
+fn valid_server_spec(spec: &str) -> bool {
+    let Some((key, value)) = spec.trim().split_once('=') else { return false };
+    let Some(id) = key.strip_prefix("server.") else { return false };
+    if id.parse::<i64>().is_err() {
+        return false;
+    }
+    let (quorum, client) = match value.split_once(';') {
+        Some((q, c)) => (q, Some(c)),
+        None => (value, None),
+    };
+    let parts: Vec<&str> = quorum.split(':').collect();
+    let port_ok = |p: &str| p.parse::<u16>().is_ok();
+    let quorum_ok = match parts.as_slice() {
+        [host, a, b] => !host.is_empty() && port_ok(a) && port_ok(b),
+        [host, a, b, role] => {
+            !host.is_empty() && port_ok(a) && port_ok(b) && matches!(*role, "participant" | "observer")
+        }
+        _ => false,
+    };
+    let client_ok = match client {
+        None => true,
+        Some(c) => match c.rsplit_once(':') {
+            Some((address, port)) => !address.is_empty() && port_ok(port),
+            None => port_ok(c),
+        },
+    };
+    quorum_ok && client_ok
 }
 
 /// Validates one write op against `tree` and turns it into a txn (PrepRequestProcessor).

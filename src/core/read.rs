@@ -137,8 +137,11 @@ fn get_data(tree: &DataTree, p: &str, auth: &[Id]) -> ZkResult<Vec<u8>> {
     path::validate(p)?;
     let node = tree.get(p).ok_or(ZkError::NoNode)?;
     require(&node.acl, perms::READ, auth)?;
-    let mut body = Vec::with_capacity(node.data.len() + 72);
-    body.put_buffer(&node.data);
+    let mut body = Vec::with_capacity(node.data_len() + 72);
+    match &node.data {
+        Some(data) => body.put_buffer(data),
+        None => body.put_null_buffer(),
+    }
     node.stat().encode(&mut body);
     Ok(body)
 }

@@ -53,7 +53,8 @@ pub type Path = Arc<str>;
 
 #[derive(Debug, Clone)]
 pub struct Node {
-    pub data: Arc<[u8]>,
+    /// `None` for a node created or set with null data.
+    pub data: Option<Arc<[u8]>>,
     pub acl: Arc<Vec<Acl>>,
     pub czxid: i64,
     pub mzxid: i64,
@@ -86,10 +87,14 @@ impl Node {
                 NodeKind::Ephemeral(session) => session,
                 _ => 0,
             },
-            data_length: self.data.len() as i32,
+            data_length: self.data_len() as i32,
             num_children,
             pzxid: self.pzxid,
         }
+    }
+
+    pub fn data_len(&self) -> usize {
+        self.data.as_ref().map_or(0, |d| d.len())
     }
 
     pub fn kind(&self) -> NodeKind {
@@ -136,7 +141,7 @@ impl DataTree {
             last_zxid: 0,
             data_bytes: 0,
         };
-        let root = Self::fresh_node(Vec::new(), crate::core::acl::open_acl_unsafe(), 0, 0, 0);
+        let root = Self::fresh_node(None, crate::core::acl::open_acl_unsafe(), 0, 0, 0);
         tree.nodes.insert(Arc::from("/"), Arc::new(root));
         let open = crate::core::acl::open_acl_unsafe();
         tree.insert_system_node("/zookeeper", open.clone());
@@ -145,9 +150,9 @@ impl DataTree {
         tree
     }
 
-    fn fresh_node(data: Vec<u8>, acl: Vec<Acl>, zxid: i64, time: i64, owner: i64) -> Node {
+    fn fresh_node(data: Option<&[u8]>, acl: Vec<Acl>, zxid: i64, time: i64, owner: i64) -> Node {
         Node {
-            data: Arc::from(data),
+            data: data.map(Arc::from),
             acl: Arc::new(acl),
             czxid: zxid,
             mzxid: zxid,
@@ -165,7 +170,7 @@ impl DataTree {
     /// System nodes are created outside any txn, as ZooKeeper does, so they do not bump the
     /// parent's cversion.
     fn insert_system_node(&mut self, p: &str, acl: Vec<Acl>) {
-        let node = Self::fresh_node(Vec::new(), acl, 0, 0, 0);
+        let node = Self::fresh_node(None, acl, 0, 0, 0);
         let key: Path = Arc::from(p);
         let parent = self
             .nodes
@@ -286,7 +291,7 @@ impl DataTree {
             } => self.apply_create(
                 header,
                 p,
-                data,
+                data.as_deref(),
                 acl,
                 *ephemeral_owner,
                 *parent_cversion,
@@ -303,8 +308,9 @@ impl DataTree {
                     .get_mut(p.as_str())
                     .expect("setData target exists");
                 let node = Arc::make_mut(node);
-                self.data_bytes = self.data_bytes - node.data.len() as u64 + data.len() as u64;
-                node.data = Arc::from(data.as_slice());
+                let new_len = data.as_ref().map_or(0, Vec::len);
+                self.data_bytes = self.data_bytes - node.data_len() as u64 + new_len as u64;
+                node.data = data.as_deref().map(Arc::from);
                 node.version = *version;
                 node.mzxid = header.zxid;
                 node.mtime = header.time_ms;
@@ -350,7 +356,7 @@ impl DataTree {
         &mut self,
         header: &TxnHeader,
         p: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         acl: &[Acl],
         owner: i64,
         parent_cversion: i32,
@@ -369,7 +375,7 @@ impl DataTree {
         parent.pzxid = header.zxid;
         let parent_acl = parent.acl.clone();
         let node = Self::fresh_node(
-            data.to_vec(),
+            data,
             acl.to_vec(),
             header.zxid,
             header.time_ms,
@@ -377,7 +383,7 @@ impl DataTree {
         );
         let node_acl = node.acl.clone();
         self.nodes.insert(key.clone(), Arc::new(node));
-        self.data_bytes += (p.len() + data.len()) as u64;
+        self.data_bytes += (p.len() + data.map_or(0, <[u8]>::len)) as u64;
         match node_kind(owner) {
             NodeKind::Ephemeral(session) => {
                 self.ephemerals
@@ -408,7 +414,7 @@ impl DataTree {
     fn apply_delete(&mut self, zxid: i64, p: &str, triggers: &mut Vec<Trigger>) {
         let node = self.nodes.remove(p).expect("delete target exists");
         assert!(node.children.is_empty(), "deleted node has no children");
-        self.data_bytes -= (p.len() + node.data.len()) as u64;
+        self.data_bytes -= (p.len() + node.data_len()) as u64;
         let parent_path = path::parent(p);
         let parent = self
             .nodes
@@ -468,7 +474,7 @@ mod tests {
         let parent_cversion = tree.get(path::parent(p)).unwrap().cversion + 1;
         let txn = Txn::Create {
             path: p.into(),
-            data: b"d".to_vec(),
+            data: Some(b"d".to_vec()),
             acl: open_acl_unsafe(),
             ephemeral_owner: owner,
             parent_cversion,

@@ -26,7 +26,7 @@ pub enum Txn {
     },
     Create {
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         acl: Vec<Acl>,
         ephemeral_owner: i64,
         parent_cversion: i32,
@@ -36,7 +36,7 @@ pub enum Txn {
     },
     SetData {
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         version: i32,
     },
     SetAcl {
@@ -48,4 +48,170 @@ pub enum Txn {
     Check,
     /// The ops of a multi, applied atomically under one zxid.
     Multi(Vec<Txn>),
+}
+
+use crate::jute::records::{decode_acls, encode_acls, opcode};
+use crate::jute::{DecodeError, DecodeResult, Reader, Writer};
+
+/// Deepest nesting of multis accepted when decoding (a multi holds no multi in practice).
+const TXN_NESTING_MAX: usize = 2;
+
+impl Txn {
+    /// Encodes the txn body (layout in docs/FORMAT.md, "Txn payload").
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Txn::CreateSession { session_id, timeout_ms, password } => {
+                out.put_i32(opcode::CREATE_SESSION);
+                out.put_i64(*session_id);
+                out.put_i32(*timeout_ms);
+                out.put_buffer(password);
+            }
+            Txn::CloseSession { session_id } => {
+                out.put_i32(opcode::CLOSE_SESSION);
+                out.put_i64(*session_id);
+            }
+            Txn::Create { path, data, acl, ephemeral_owner, parent_cversion } => {
+                out.put_i32(opcode::CREATE);
+                out.put_ustring(path);
+                put_data(data, out);
+                encode_acls(acl, out);
+                out.put_i64(*ephemeral_owner);
+                out.put_i32(*parent_cversion);
+            }
+            Txn::Delete { path } => {
+                out.put_i32(opcode::DELETE);
+                out.put_ustring(path);
+            }
+            Txn::SetData { path, data, version } => {
+                out.put_i32(opcode::SET_DATA);
+                out.put_ustring(path);
+                put_data(data, out);
+                out.put_i32(*version);
+            }
+            Txn::SetAcl { path, acl, version } => {
+                out.put_i32(opcode::SET_ACL);
+                out.put_ustring(path);
+                encode_acls(acl, out);
+                out.put_i32(*version);
+            }
+            Txn::Check => out.put_i32(opcode::CHECK),
+            Txn::Multi(txns) => {
+                out.put_i32(opcode::MULTI);
+                out.put_i32(txns.len() as i32);
+                for t in txns {
+                    t.encode(out);
+                }
+            }
+        }
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> DecodeResult<Txn> {
+        Self::decode_nested(r, 0)
+    }
+
+    fn decode_nested(r: &mut Reader<'_>, depth: usize) -> DecodeResult<Txn> {
+        let txn = match r.read_i32()? {
+            opcode::CREATE_SESSION => {
+                let session_id = r.read_i64()?;
+                let timeout_ms = r.read_i32()?;
+                let bytes = r.read_buffer()?.unwrap_or_default();
+                let password: [u8; 16] =
+                    bytes.try_into().map_err(|_| DecodeError::InvalidValue("session password"))?;
+                Txn::CreateSession { session_id, timeout_ms, password }
+            }
+            opcode::CLOSE_SESSION => Txn::CloseSession { session_id: r.read_i64()? },
+            opcode::CREATE => Txn::Create {
+                path: r.read_ustring()?,
+                data: r.read_buffer()?.map(<[u8]>::to_vec),
+                acl: decode_acls(r)?,
+                ephemeral_owner: r.read_i64()?,
+                parent_cversion: r.read_i32()?,
+            },
+            opcode::DELETE => Txn::Delete { path: r.read_ustring()? },
+            opcode::SET_DATA => Txn::SetData {
+                path: r.read_ustring()?,
+                data: r.read_buffer()?.map(<[u8]>::to_vec),
+                version: r.read_i32()?,
+            },
+            opcode::SET_ACL => Txn::SetAcl {
+                path: r.read_ustring()?,
+                acl: decode_acls(r)?,
+                version: r.read_i32()?,
+            },
+            opcode::CHECK => Txn::Check,
+            opcode::MULTI => {
+                if depth >= TXN_NESTING_MAX {
+                    return Err(DecodeError::InvalidValue("multi nesting"));
+                }
+                let count = r.read_count(4)?;
+                let mut txns = Vec::with_capacity(count);
+                for _ in 0..count {
+                    txns.push(Self::decode_nested(r, depth + 1)?);
+                }
+                Txn::Multi(txns)
+            }
+            _ => return Err(DecodeError::InvalidValue("txn type")),
+        };
+        Ok(txn)
+    }
+}
+
+fn put_data(data: &Option<Vec<u8>>, out: &mut Vec<u8>) {
+    match data {
+        Some(d) => out.put_buffer(d),
+        None => out.put_null_buffer(),
+    }
+}
+
+impl TxnHeader {
+    /// Encodes everything but the zxid, which the log record carries.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_i64(self.session_id);
+        out.put_i32(self.xid);
+        out.put_i64(self.time_ms);
+    }
+
+    pub fn decode(zxid: i64, r: &mut Reader<'_>) -> DecodeResult<TxnHeader> {
+        Ok(TxnHeader { session_id: r.read_i64()?, xid: r.read_i32()?, zxid, time_ms: r.read_i64()? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jute::records::{Acl, Id};
+
+    #[test]
+    fn every_txn_kind_round_trips() {
+        let acl = vec![Acl { perms: 31, id: Id::new("world", "anyone") }];
+        let txns = vec![
+            Txn::CreateSession { session_id: 7, timeout_ms: 3000, password: [9; 16] },
+            Txn::CloseSession { session_id: 7 },
+            Txn::Create {
+                path: "/a".into(),
+                data: Some(vec![1, 2]),
+                acl: acl.clone(),
+                ephemeral_owner: 7,
+                parent_cversion: 3,
+            },
+            Txn::Delete { path: "/a".into() },
+            Txn::SetData { path: "/a".into(), data: None, version: 4 },
+            Txn::SetAcl { path: "/a".into(), acl, version: 1 },
+            Txn::Multi(vec![Txn::Check, Txn::Delete { path: "/b".into() }]),
+        ];
+        for txn in txns {
+            let mut out = Vec::new();
+            txn.encode(&mut out);
+            let mut r = Reader::new(&out, 1 << 20);
+            assert_eq!(Txn::decode(&mut r).unwrap(), txn);
+            assert!(r.is_empty());
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let bytes = [0, 0, 0, 14, 0x7f, 0xff, 0xff, 0xff];
+        assert!(Txn::decode(&mut Reader::new(&bytes, 1 << 20)).is_err());
+        assert!(Txn::decode(&mut Reader::new(&[1, 2], 1 << 20)).is_err());
+    }
 }

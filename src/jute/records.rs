@@ -331,7 +331,8 @@ impl CreateMode {
 pub struct CreateRequest {
     pub opcode: i32,
     pub path: String,
-    pub data: Vec<u8>,
+    /// `None` when the client sent a null buffer; getData then returns null.
+    pub data: Option<Vec<u8>>,
     pub acl: Vec<Acl>,
     pub flags: i32,
     pub ttl: i64,
@@ -388,7 +389,7 @@ pub enum Request {
     },
     SetData {
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         version: i32,
     },
     GetAcl {
@@ -474,7 +475,7 @@ impl Request {
         let request = match op {
             CREATE | CREATE2 | CREATE_CONTAINER | CREATE_TTL => {
                 let path = r.read_ustring()?;
-                let data = r.read_buffer_vec()?;
+                let data = r.read_buffer()?.map(<[u8]>::to_vec);
                 let acl = decode_acls(r)?;
                 let flags = r.read_i32()?;
                 let ttl = if op == CREATE_TTL { r.read_i64()? } else { -1 };
@@ -501,7 +502,7 @@ impl Request {
             },
             SET_DATA => Request::SetData {
                 path: r.read_ustring()?,
-                data: r.read_buffer_vec()?,
+                data: r.read_buffer()?.map(<[u8]>::to_vec),
                 version: r.read_i32()?,
             },
             GET_ACL => Request::GetAcl {
@@ -753,7 +754,7 @@ mod tests {
             Request::Create(CreateRequest {
                 opcode: opcode::CREATE,
                 path: "/a".into(),
-                data: b"hi".to_vec(),
+                data: Some(b"hi".to_vec()),
                 acl: vec![Acl {
                     perms: 31,
                     id: Id::new("world", "anyone")

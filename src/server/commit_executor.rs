@@ -21,6 +21,7 @@ use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX};
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
 use crate::server::stats::ServerStats;
 use crate::server::wall_clock_ms;
+use crate::storage::log::{TxnLog, encode_record};
 
 pub fn core_config(config: &Config) -> CoreConfig {
     CoreConfig {
@@ -35,6 +36,7 @@ pub fn core_config(config: &Config) -> CoreConfig {
 
 struct CommitExecutor {
     core: CommitCore,
+    log: TxnLog,
     shards: Vec<ConnectedSender<ToShard>>,
     stats: Arc<ServerStats>,
     reap_per_tick_max: usize,
@@ -44,6 +46,7 @@ struct CommitExecutor {
 pub async fn run(
     config: Arc<Config>,
     core: CommitCore,
+    log: TxnLog,
     inboxes: Vec<SharedReceiver<ToCommit>>,
     outboxes: Vec<SharedSender<ToShard>>,
     stats: Arc<ServerStats>,
@@ -80,6 +83,7 @@ pub async fn run(
         .max(1) as usize;
     let mut executor = CommitExecutor {
         core,
+        log,
         shards,
         stats,
         reap_per_tick_max: per_tick,
@@ -123,6 +127,7 @@ impl CommitExecutor {
         let mut scratch: Vec<Trigger> = Vec::new();
         let mut changed = false;
         let mut writes = 0u64;
+        let mut records: Vec<u8> = Vec::new();
         for message in batch.drain(..) {
             match message {
                 ToCommit::Connect(attempt) => {
@@ -130,7 +135,7 @@ impl CommitExecutor {
                     let result = if attempt.last_zxid_seen > self.core.last_zxid() {
                         ConnectResult::ZxidAhead
                     } else if attempt.session_id == 0 {
-                        let (attach, (header, _txn)) = self.core.create_session(
+                        let (attach, (header, txn)) = self.core.create_session(
                             attempt.timeout_ms,
                             attempt.new_password,
                             connection,
@@ -138,6 +143,7 @@ impl CommitExecutor {
                             &mut scratch,
                         );
                         changed = true;
+                        encode_record(&header, &txn, &mut records);
                         triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
                         attach_result(attach, &mut replies)
                     } else {
@@ -159,8 +165,9 @@ impl CommitExecutor {
                     writes += 1;
                     self.core.touch(write.session_id, now);
                     let outcome = self.core.process_write(write, now, &mut scratch);
-                    if let Some((header, _txn)) = &outcome.txn {
+                    if let Some((header, txn)) = &outcome.txn {
                         changed = true;
+                        encode_record(header, txn, &mut records);
                         triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
                     }
                     scratch.clear();
@@ -199,16 +206,27 @@ impl CommitExecutor {
                 ToCommit::ReapTick => {
                     let candidates = self.core.reap_candidates(now);
                     for p in candidates.into_iter().take(self.reap_per_tick_max) {
-                        if let Some((header, _)) = self.core.reap(&p, now, &mut scratch) {
+                        if let Some((header, txn)) = self.core.reap(&p, now, &mut scratch) {
                             changed = true;
+                            encode_record(&header, &txn, &mut records);
                             triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
                         }
                     }
                 }
             }
         }
-        // The durable log appends and syncs this batch's txns here, before anything is
-        // published or replied (rule R2).
+        // Group commit: one append and one fdatasync for the whole batch, before anything is
+        // published or replied (rule R2). A failed sync is fatal: never retry-and-ack.
+        if !records.is_empty() {
+            if let Err(e) = self.log.append_and_sync(&records, self.core.last_zxid() + 1) {
+                eprintln!("zoo: FATAL: the transaction log could not be made durable: {e}");
+                eprintln!("zoo: stopping without acknowledging the writes of this batch");
+                std::process::exit(1);
+            }
+            use std::sync::atomic::Ordering::Relaxed;
+            self.stats.commit.fsyncs.store(self.log.syncs, Relaxed);
+            self.stats.commit.fsync_micros_total.store(self.log.sync_micros_total, Relaxed);
+        }
         let published = changed.then(|| {
             Arc::new(Published {
                 tree: self.core.tree().clone(),

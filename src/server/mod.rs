@@ -29,6 +29,7 @@ use crate::server::limits::{COMMIT_QUEUE_PER_SHARD_MAX, SHARD_INBOX_MAX};
 use crate::server::messages::{Published, ToCommit, ToShard};
 use crate::server::shard::{ConnectionLimiter, Shard};
 use crate::server::stats::ServerStats;
+use crate::storage::log::TxnLog;
 
 /// Milliseconds since the Unix epoch (ctime/mtime and session deadlines).
 pub fn wall_clock_ms() -> i64 {
@@ -100,7 +101,7 @@ fn listen_address(config: &Config) -> Result<SocketAddr, String> {
 }
 
 /// Starts the server and blocks until it stops.
-pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
+pub fn run(config: Config, core: CommitCore, log: TxnLog) -> Result<(), String> {
     raise_memlock_limit();
     let cpus = allowed_cpus();
     let shard_count = if config.shards == 0 {
@@ -138,6 +139,7 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
             commit_executor::run(
                 commit_config,
                 core,
+                log,
                 to_commit_receivers,
                 to_shard_senders,
                 commit_stats,

@@ -78,6 +78,8 @@ pub struct CommitStats {
     pub batches: AtomicU64,
     pub batched_writes: AtomicU64,
     pub batch_max: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub fsync_micros_total: AtomicU64,
 }
 
 #[derive(Debug)]

@@ -38,7 +38,7 @@ fn create(path: &str, flags: i32) -> Request {
     Request::Create(CreateRequest {
         opcode: opcode::CREATE,
         path: path.into(),
-        data: Vec::new(),
+        data: None,
         acl: open(),
         flags,
         ttl: -1,
@@ -132,7 +132,7 @@ fn ttl_needs_extended_types() {
     let ttl = Request::Create(CreateRequest {
         opcode: opcode::CREATE_TTL,
         path: "/t".into(),
-        data: Vec::new(),
+        data: None,
         acl: open(),
         flags: 5,
         ttl: 100,
@@ -152,7 +152,7 @@ fn versions_are_checked_and_bumped() {
         s,
         Request::SetData {
             path: "/v".into(),
-            data: vec![1],
+            data: Some(vec![1]),
             version: 3,
         },
     );
@@ -162,7 +162,7 @@ fn versions_are_checked_and_bumped() {
         s,
         Request::SetData {
             path: "/v".into(),
-            data: vec![1],
+            data: Some(vec![1]),
             version: 0,
         },
     );
@@ -180,4 +180,33 @@ fn close_session_deletes_ephemerals_and_session() {
     assert!(core.sessions().get(s).is_none());
     let after = write(&mut core, s, create("/x", 0));
     assert_eq!(after.reply.err, ZkError::SessionExpired.code());
+}
+
+#[test]
+fn reconfig_is_validated_then_refused_in_standalone() {
+    let mut config = CoreConfig::default();
+    let reconfig = |joining: &str| Request::Reconfig {
+        joining: joining.into(),
+        leaving: String::new(),
+        new_members: String::new(),
+        config_id: -1,
+    };
+    let mut core = CommitCore::new(config.clone(), 0);
+    let owner = ConnectionRef { shard: 0, connection_id: 1 };
+    let (Attach::Attached { session_id, .. }, _) =
+        core.create_session(10_000, [1; 16], owner, 0, &mut Vec::new())
+    else {
+        panic!()
+    };
+    let good = "server.5=10.0.0.1:2888:3888:observer;2181";
+    assert_eq!(write(&mut core, session_id, reconfig(good)).reply.err, ZkError::ReconfigDisabled.code());
+    config.reconfig_enabled = true;
+    let mut core = CommitCore::new(config, 0);
+    let (Attach::Attached { session_id, .. }, _) =
+        core.create_session(10_000, [1; 16], owner, 0, &mut Vec::new())
+    else {
+        panic!()
+    };
+    assert_eq!(write(&mut core, session_id, reconfig("some thing")).reply.err, ZkError::BadArguments.code());
+    assert_eq!(write(&mut core, session_id, reconfig(good)).reply.err, ZkError::NoAuth.code());
 }

@@ -1,0 +1,3 @@
+//! Durable state: the transaction log (docs/FORMAT.md).
+
+pub mod log;
