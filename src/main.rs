@@ -46,7 +46,9 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
     let mut core = CommitCore::new(zoo::server::commit_executor::core_config(&config), now);
     let log_dir = log::log_directory(&config.data_log_dir);
     let started = std::time::Instant::now();
-    let recovered = log::recover(&log_dir, |header, txn| core.apply(&header, &txn, &mut Vec::new()));
+    let recovered = log::recover(&log_dir, |header, txn| {
+        core.apply(&header, &txn, &mut Vec::new())
+    });
     match recovered {
         Ok(stats) => {
             if stats.records > 0 || stats.torn_tail_truncated {
@@ -56,13 +58,19 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
                     stats.segments,
                     started.elapsed(),
                     stats.last_zxid,
-                    if stats.torn_tail_truncated { " (a torn tail was truncated)" } else { "" }
+                    if stats.torn_tail_truncated {
+                        " (a torn tail was truncated)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
         Err(e) => {
             eprintln!("zoo: cannot start: {e}");
-            eprintln!("zoo: the log is left untouched; restore the data directory or remove the damaged segment by hand");
+            eprintln!(
+                "zoo: the log is left untouched; restore the data directory or remove the damaged segment by hand"
+            );
             return ExitCode::FAILURE;
         }
     }
@@ -70,7 +78,10 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
     let txn_log = match log::TxnLog::create(&log_dir, core.last_zxid() + 1) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("zoo: cannot create a log segment in {}: {e}", log_dir.display());
+            eprintln!(
+                "zoo: cannot create a log segment in {}: {e}",
+                log_dir.display()
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -189,10 +189,10 @@ impl CommitCore {
 
     /// The connection `owner` went away; the session lives on until it expires.
     pub fn detach(&mut self, session_id: i64, owner: ConnectionRef) {
-        if let Some(s) = self.sessions.get_mut(session_id) {
-            if s.owner == Some(owner) {
-                s.owner = None;
-            }
+        if let Some(s) = self.sessions.get_mut(session_id)
+            && s.owner == Some(owner)
+        {
+            s.owner = None;
         }
     }
 
@@ -306,9 +306,12 @@ impl CommitCore {
                     txn: None,
                 }
             }
-            Request::Reconfig { joining, leaving, new_members, config_id } => {
-                error(self.check_reconfig(&joining, &leaving, &new_members, config_id, &auth))
-            }
+            Request::Reconfig {
+                joining,
+                leaving,
+                new_members,
+                config_id,
+            } => error(self.check_reconfig(&joining, &leaving, &new_members, config_id, &auth)),
             Request::CloseSession => {
                 let header = self.next_header(session_id, xid, now_ms);
                 let txn = Txn::CloseSession { session_id };
@@ -461,13 +464,23 @@ impl CommitCore {
         if config_id != -1 && config_id != 0 {
             return ZkError::BadVersion;
         }
-        let servers_ok = |list: &str| list.split(',').filter(|s| !s.trim().is_empty()).all(valid_server_spec);
-        let leaving_ok =
-            leaving.split(',').filter(|s| !s.trim().is_empty()).all(|id| id.trim().parse::<i64>().is_ok());
+        let servers_ok = |list: &str| {
+            list.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .all(valid_server_spec)
+        };
+        let leaving_ok = leaving
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .all(|id| id.trim().parse::<i64>().is_ok());
         if !servers_ok(joining) || !servers_ok(new_members) || !leaving_ok {
             return ZkError::BadArguments;
         }
-        let config_acl = self.tree.get("/zookeeper/config").map(|n| n.acl.clone()).unwrap_or_default();
+        let config_acl = self
+            .tree
+            .get("/zookeeper/config")
+            .map(|n| n.acl.clone())
+            .unwrap_or_default();
         if !acl::check(&config_acl, perms::WRITE, auth) {
             return ZkError::NoAuth;
         }
@@ -479,19 +492,20 @@ impl CommitCore {
     pub fn reap_candidates(&self, now_ms: i64) -> Vec<String> {
         let mut out = Vec::new();
         for p in self.tree.containers() {
-            if let Some(node) = self.tree.get(p) {
-                if node.children.is_empty() && node.cversion > 0 {
-                    out.push(p.to_string());
-                }
+            if let Some(node) = self.tree.get(p)
+                && node.children.is_empty()
+                && node.cversion > 0
+            {
+                out.push(p.to_string());
             }
         }
         for p in self.tree.ttl_nodes() {
-            if let Some(node) = self.tree.get(p) {
-                if let NodeKind::Ttl(ttl) = node.kind() {
-                    if node.children.is_empty() && now_ms - node.mtime > ttl {
-                        out.push(p.to_string());
-                    }
-                }
+            if let Some(node) = self.tree.get(p)
+                && let NodeKind::Ttl(ttl) = node.kind()
+                && node.children.is_empty()
+                && now_ms - node.mtime > ttl
+            {
+                out.push(p.to_string());
             }
         }
         out
@@ -517,8 +531,12 @@ impl CommitCore {
 
 /// `server.N=host:quorumPort:electionPort[:participant|observer][;[clientAddress:]clientPort]`.
 fn valid_server_spec(spec: &str) -> bool {
-    let Some((key, value)) = spec.trim().split_once('=') else { return false };
-    let Some(id) = key.strip_prefix("server.") else { return false };
+    let Some((key, value)) = spec.trim().split_once('=') else {
+        return false;
+    };
+    let Some(id) = key.strip_prefix("server.") else {
+        return false;
+    };
     if id.parse::<i64>().is_err() {
         return false;
     }
@@ -531,7 +549,10 @@ fn valid_server_spec(spec: &str) -> bool {
     let quorum_ok = match parts.as_slice() {
         [host, a, b] => !host.is_empty() && port_ok(a) && port_ok(b),
         [host, a, b, role] => {
-            !host.is_empty() && port_ok(a) && port_ok(b) && matches!(*role, "participant" | "observer")
+            !host.is_empty()
+                && port_ok(a)
+                && port_ok(b)
+                && matches!(*role, "participant" | "observer")
         }
         _ => false,
     };

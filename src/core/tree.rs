@@ -374,13 +374,7 @@ impl DataTree {
         parent.cversion = parent_cversion;
         parent.pzxid = header.zxid;
         let parent_acl = parent.acl.clone();
-        let node = Self::fresh_node(
-            data,
-            acl.to_vec(),
-            header.zxid,
-            header.time_ms,
-            owner,
-        );
+        let node = Self::fresh_node(data, acl.to_vec(), header.zxid, header.time_ms, owner);
         let node_acl = node.acl.clone();
         self.nodes.insert(key.clone(), Arc::new(node));
         self.data_bytes += (p.len() + data.map_or(0, <[u8]>::len)) as u64;

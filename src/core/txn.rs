@@ -60,7 +60,11 @@ impl Txn {
     /// Encodes the txn body (layout in docs/FORMAT.md, "Txn payload").
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Txn::CreateSession { session_id, timeout_ms, password } => {
+            Txn::CreateSession {
+                session_id,
+                timeout_ms,
+                password,
+            } => {
                 out.put_i32(opcode::CREATE_SESSION);
                 out.put_i64(*session_id);
                 out.put_i32(*timeout_ms);
@@ -70,7 +74,13 @@ impl Txn {
                 out.put_i32(opcode::CLOSE_SESSION);
                 out.put_i64(*session_id);
             }
-            Txn::Create { path, data, acl, ephemeral_owner, parent_cversion } => {
+            Txn::Create {
+                path,
+                data,
+                acl,
+                ephemeral_owner,
+                parent_cversion,
+            } => {
                 out.put_i32(opcode::CREATE);
                 out.put_ustring(path);
                 put_data(data, out);
@@ -82,7 +92,11 @@ impl Txn {
                 out.put_i32(opcode::DELETE);
                 out.put_ustring(path);
             }
-            Txn::SetData { path, data, version } => {
+            Txn::SetData {
+                path,
+                data,
+                version,
+            } => {
                 out.put_i32(opcode::SET_DATA);
                 out.put_ustring(path);
                 put_data(data, out);
@@ -115,11 +129,18 @@ impl Txn {
                 let session_id = r.read_i64()?;
                 let timeout_ms = r.read_i32()?;
                 let bytes = r.read_buffer()?.unwrap_or_default();
-                let password: [u8; 16] =
-                    bytes.try_into().map_err(|_| DecodeError::InvalidValue("session password"))?;
-                Txn::CreateSession { session_id, timeout_ms, password }
+                let password: [u8; 16] = bytes
+                    .try_into()
+                    .map_err(|_| DecodeError::InvalidValue("session password"))?;
+                Txn::CreateSession {
+                    session_id,
+                    timeout_ms,
+                    password,
+                }
             }
-            opcode::CLOSE_SESSION => Txn::CloseSession { session_id: r.read_i64()? },
+            opcode::CLOSE_SESSION => Txn::CloseSession {
+                session_id: r.read_i64()?,
+            },
             opcode::CREATE => Txn::Create {
                 path: r.read_ustring()?,
                 data: r.read_buffer()?.map(<[u8]>::to_vec),
@@ -127,7 +148,9 @@ impl Txn {
                 ephemeral_owner: r.read_i64()?,
                 parent_cversion: r.read_i32()?,
             },
-            opcode::DELETE => Txn::Delete { path: r.read_ustring()? },
+            opcode::DELETE => Txn::Delete {
+                path: r.read_ustring()?,
+            },
             opcode::SET_DATA => Txn::SetData {
                 path: r.read_ustring()?,
                 data: r.read_buffer()?.map(<[u8]>::to_vec),
@@ -172,7 +195,12 @@ impl TxnHeader {
     }
 
     pub fn decode(zxid: i64, r: &mut Reader<'_>) -> DecodeResult<TxnHeader> {
-        Ok(TxnHeader { session_id: r.read_i64()?, xid: r.read_i32()?, zxid, time_ms: r.read_i64()? })
+        Ok(TxnHeader {
+            session_id: r.read_i64()?,
+            xid: r.read_i32()?,
+            zxid,
+            time_ms: r.read_i64()?,
+        })
     }
 }
 
@@ -183,9 +211,16 @@ mod tests {
 
     #[test]
     fn every_txn_kind_round_trips() {
-        let acl = vec![Acl { perms: 31, id: Id::new("world", "anyone") }];
+        let acl = vec![Acl {
+            perms: 31,
+            id: Id::new("world", "anyone"),
+        }];
         let txns = vec![
-            Txn::CreateSession { session_id: 7, timeout_ms: 3000, password: [9; 16] },
+            Txn::CreateSession {
+                session_id: 7,
+                timeout_ms: 3000,
+                password: [9; 16],
+            },
             Txn::CloseSession { session_id: 7 },
             Txn::Create {
                 path: "/a".into(),
@@ -195,8 +230,16 @@ mod tests {
                 parent_cversion: 3,
             },
             Txn::Delete { path: "/a".into() },
-            Txn::SetData { path: "/a".into(), data: None, version: 4 },
-            Txn::SetAcl { path: "/a".into(), acl, version: 1 },
+            Txn::SetData {
+                path: "/a".into(),
+                data: None,
+                version: 4,
+            },
+            Txn::SetAcl {
+                path: "/a".into(),
+                acl,
+                version: 1,
+            },
             Txn::Multi(vec![Txn::Check, Txn::Delete { path: "/b".into() }]),
         ];
         for txn in txns {

@@ -218,14 +218,20 @@ impl CommitExecutor {
         // Group commit: one append and one fdatasync for the whole batch, before anything is
         // published or replied (rule R2). A failed sync is fatal: never retry-and-ack.
         if !records.is_empty() {
-            if let Err(e) = self.log.append_and_sync(&records, self.core.last_zxid() + 1) {
+            if let Err(e) = self
+                .log
+                .append_and_sync(&records, self.core.last_zxid() + 1)
+            {
                 eprintln!("zoo: FATAL: the transaction log could not be made durable: {e}");
                 eprintln!("zoo: stopping without acknowledging the writes of this batch");
                 std::process::exit(1);
             }
             use std::sync::atomic::Ordering::Relaxed;
             self.stats.commit.fsyncs.store(self.log.syncs, Relaxed);
-            self.stats.commit.fsync_micros_total.store(self.log.sync_micros_total, Relaxed);
+            self.stats
+                .commit
+                .fsync_micros_total
+                .store(self.log.sync_micros_total, Relaxed);
         }
         let published = changed.then(|| {
             Arc::new(Published {

@@ -614,6 +614,50 @@ impl FrameReader {
     }
 }
 
+/// The two halves of one socket, used by the connection's reader and writer tasks. Both run on
+/// the same executor thread and borrow the stream only inside a single poll, so a `RefCell`
+/// is enough: no lock on the request path.
+struct SocketHalf(Rc<RefCell<TcpStream>>);
+
+fn split(stream: TcpStream) -> (SocketHalf, SocketHalf) {
+    let shared = Rc::new(RefCell::new(stream));
+    (SocketHalf(shared.clone()), SocketHalf(shared))
+}
+
+impl futures_lite::AsyncRead for SocketHalf {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl futures_lite::AsyncWrite for SocketHalf {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
 /// Serves one accepted connection until it closes.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let Ok(peer) = stream.peer_addr() else { return };
@@ -629,7 +673,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let id = shard.allocate_connection_id();
     let connection = Rc::new(Connection::new(id, peer, shard.clone()));
     shard.register(connection.clone());
-    let (mut socket_reader, mut socket_writer) = futures_lite::io::split(stream);
+    let (mut socket_reader, mut socket_writer) = split(stream);
 
     let writer_connection = connection.clone();
     let writer = glommio::spawn_local(async move {

@@ -187,28 +187,19 @@ impl Shard {
     }
 
     fn deliver(&self, reply: ShardReply) {
-        let (connection_id, action): (u64, Box<dyn FnOnce(&Rc<Connection>)>) = match reply {
-            ShardReply::Write {
-                connection_id,
-                reply,
-            } => (
-                connection_id,
-                Box::new(move |c: &Rc<Connection>| c.on_write_reply(reply)),
-            ),
-            ShardReply::Connect {
-                connection_id,
-                result,
-            } => (
-                connection_id,
-                Box::new(move |c: &Rc<Connection>| c.on_connect_result(result)),
-            ),
-            ShardReply::Close { connection_id } => {
-                (connection_id, Box::new(|c: &Rc<Connection>| c.close_now()))
-            }
+        let connection_id = match &reply {
+            ShardReply::Write { connection_id, .. }
+            | ShardReply::Connect { connection_id, .. }
+            | ShardReply::Close { connection_id } => *connection_id,
         };
-        let connection = self.connections.borrow().get(&connection_id).cloned();
-        if let Some(connection) = connection {
-            action(&connection);
+        // A connection that has gone away no longer needs its reply.
+        let Some(connection) = self.connections.borrow().get(&connection_id).cloned() else {
+            return;
+        };
+        match reply {
+            ShardReply::Write { reply, .. } => connection.on_write_reply(reply),
+            ShardReply::Connect { result, .. } => connection.on_connect_result(result),
+            ShardReply::Close { .. } => connection.close_now(),
         }
     }
 

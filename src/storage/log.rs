@@ -30,7 +30,13 @@ pub struct Corruption {
 
 impl std::fmt::Display for Corruption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} at byte {}: {}", self.file.display(), self.offset, self.reason)
+        write!(
+            f,
+            "{} at byte {}: {}",
+            self.file.display(),
+            self.offset,
+            self.reason
+        )
     }
 }
 
@@ -77,7 +83,10 @@ pub fn encode_record(header: &TxnHeader, txn: &Txn, out: &mut Vec<u8>) {
     header.encode(out);
     txn.encode(out);
     let payload_len = out.len() - start - RECORD_HEADER_BYTES;
-    assert!(payload_len > 0 && payload_len <= RECORD_BYTES_MAX, "record fits the format");
+    assert!(
+        payload_len > 0 && payload_len <= RECORD_BYTES_MAX,
+        "record fits the format"
+    );
     let crc = crc32c::crc32c(&out[start + 8..]);
     out[start..start + 4].copy_from_slice(&(payload_len as u32).to_be_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
@@ -94,7 +103,9 @@ fn list_segments(dir: &Path) -> Result<Vec<(i64, PathBuf)>, RecoveryError> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(hex) = name.strip_prefix("log.") else { continue };
+        let Some(hex) = name.strip_prefix("log.") else {
+            continue;
+        };
         if let Ok(zxid) = i64::from_str_radix(hex, 16) {
             out.push((zxid, entry.path()));
         }
@@ -119,7 +130,11 @@ pub fn recover(
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(|e| RecoveryError::Io(path.clone(), e))?;
         let corrupt = |offset: usize, reason: String| {
-            RecoveryError::Corrupt(Corruption { file: path.clone(), offset: offset as u64, reason })
+            RecoveryError::Corrupt(Corruption {
+                file: path.clone(),
+                offset: offset as u64,
+                reason,
+            })
         };
         if bytes.len() < SEGMENT_HEADER_BYTES
             || &bytes[..8] != SEGMENT_MAGIC
@@ -152,7 +167,8 @@ pub fn recover(
                 Some("record extends past the end of the file".to_owned())
             } else {
                 let stored = u32::from_be_bytes(bytes[offset + 4..offset + 8].try_into().unwrap());
-                let actual = crc32c::crc32c(&bytes[offset + 8..offset + RECORD_HEADER_BYTES + length]);
+                let actual =
+                    crc32c::crc32c(&bytes[offset + 8..offset + RECORD_HEADER_BYTES + length]);
                 (stored != actual).then(|| "record checksum mismatch".to_owned())
             };
             if let Some(reason) = problem {
@@ -163,9 +179,13 @@ pub fn recover(
             }
             let zxid = i64::from_be_bytes(bytes[offset + 8..offset + 16].try_into().unwrap());
             if zxid <= last_zxid {
-                return Err(corrupt(offset, format!("zxid {zxid:#x} after {last_zxid:#x}")));
+                return Err(corrupt(
+                    offset,
+                    format!("zxid {zxid:#x} after {last_zxid:#x}"),
+                ));
             }
-            let payload = &bytes[offset + RECORD_HEADER_BYTES..offset + RECORD_HEADER_BYTES + length];
+            let payload =
+                &bytes[offset + RECORD_HEADER_BYTES..offset + RECORD_HEADER_BYTES + length];
             let mut reader = Reader::new(payload, RECORD_BYTES_MAX);
             let decoded = TxnHeader::decode(zxid, &mut reader)
                 .and_then(|h| Txn::decode(&mut reader).map(|t| (h, t)));
@@ -223,7 +243,11 @@ impl TxnLog {
     pub fn create(dir: &Path, next_zxid: i64) -> io::Result<TxnLog> {
         fs::create_dir_all(dir)?;
         let path = dir.join(segment_name(next_zxid));
-        let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
         file.write_all(&segment_header(next_zxid))?;
         file.sync_all()?;
         sync_directory(dir)?;
@@ -266,14 +290,25 @@ mod tests {
     }
 
     fn header(zxid: i64) -> TxnHeader {
-        TxnHeader { session_id: 1, xid: 2, zxid, time_ms: 3 }
+        TxnHeader {
+            session_id: 1,
+            xid: 2,
+            zxid,
+            time_ms: 3,
+        }
     }
 
     fn write_records(dir: &Path, zxids: std::ops::RangeInclusive<i64>) -> PathBuf {
         let mut log = TxnLog::create(dir, *zxids.start()).unwrap();
         for zxid in zxids {
             let mut buf = Vec::new();
-            encode_record(&header(zxid), &Txn::Delete { path: format!("/n{zxid}") }, &mut buf);
+            encode_record(
+                &header(zxid),
+                &Txn::Delete {
+                    path: format!("/n{zxid}"),
+                },
+                &mut buf,
+            );
             log.append_and_sync(&buf, zxid + 1).unwrap();
         }
         list_segments(dir).unwrap().last().unwrap().1.clone()

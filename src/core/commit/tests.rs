@@ -192,14 +192,20 @@ fn reconfig_is_validated_then_refused_in_standalone() {
         config_id: -1,
     };
     let mut core = CommitCore::new(config.clone(), 0);
-    let owner = ConnectionRef { shard: 0, connection_id: 1 };
+    let owner = ConnectionRef {
+        shard: 0,
+        connection_id: 1,
+    };
     let (Attach::Attached { session_id, .. }, _) =
         core.create_session(10_000, [1; 16], owner, 0, &mut Vec::new())
     else {
         panic!()
     };
     let good = "server.5=10.0.0.1:2888:3888:observer;2181";
-    assert_eq!(write(&mut core, session_id, reconfig(good)).reply.err, ZkError::ReconfigDisabled.code());
+    assert_eq!(
+        write(&mut core, session_id, reconfig(good)).reply.err,
+        ZkError::ReconfigDisabled.code()
+    );
     config.reconfig_enabled = true;
     let mut core = CommitCore::new(config, 0);
     let (Attach::Attached { session_id, .. }, _) =
@@ -207,6 +213,14 @@ fn reconfig_is_validated_then_refused_in_standalone() {
     else {
         panic!()
     };
-    assert_eq!(write(&mut core, session_id, reconfig("some thing")).reply.err, ZkError::BadArguments.code());
-    assert_eq!(write(&mut core, session_id, reconfig(good)).reply.err, ZkError::NoAuth.code());
+    assert_eq!(
+        write(&mut core, session_id, reconfig("some thing"))
+            .reply
+            .err,
+        ZkError::BadArguments.code()
+    );
+    assert_eq!(
+        write(&mut core, session_id, reconfig(good)).reply.err,
+        ZkError::NoAuth.code()
+    );
 }
