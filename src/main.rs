@@ -75,17 +75,7 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
         }
     }
     core.restart_session_clocks(zoo::server::wall_clock_ms());
-    let txn_log = match log::TxnLog::create(&log_dir, core.last_zxid() + 1) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "zoo: cannot create a log segment in {}: {e}",
-                log_dir.display()
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    match zoo::server::run(config, core, txn_log) {
+    match zoo::server::run(config, core) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zoo: {e}");

@@ -3,6 +3,7 @@
 //! requests and the current time, and carries out what it returns.
 
 pub mod acl;
+pub mod children;
 pub mod commit;
 pub mod path;
 pub mod read;

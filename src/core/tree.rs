@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use crate::core::children::Children;
 use crate::core::path;
 use crate::core::txn::{Txn, TxnHeader};
 use crate::jute::records::{Acl, EventType, Stat};
@@ -67,7 +68,7 @@ pub struct Node {
     /// Stored owner: session id, CONTAINER_OWNER, a TTL mark, or 0.
     pub ephemeral_owner: i64,
     pub pzxid: i64,
-    pub children: im::OrdSet<Path>,
+    pub children: Children,
 }
 
 impl Node {
@@ -163,7 +164,7 @@ impl DataTree {
             aversion: 0,
             ephemeral_owner: owner,
             pzxid: zxid,
-            children: im::OrdSet::new(),
+            children: Children::Empty,
         }
     }
 

@@ -18,10 +18,11 @@ use crate::config::Config;
 use crate::core::commit::{Attach, CommitCore, CoreConfig};
 use crate::core::tree::Trigger;
 use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX};
+use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
 use crate::server::stats::ServerStats;
 use crate::server::wall_clock_ms;
-use crate::storage::log::{TxnLog, encode_record};
+use crate::storage::log::encode_record;
 
 pub fn core_config(config: &Config) -> CoreConfig {
     CoreConfig {
@@ -36,7 +37,7 @@ pub fn core_config(config: &Config) -> CoreConfig {
 
 struct CommitExecutor {
     core: CommitCore,
-    log: TxnLog,
+    log: LogWriter,
     shards: Vec<ConnectedSender<ToShard>>,
     stats: Arc<ServerStats>,
     reap_per_tick_max: usize,
@@ -46,7 +47,7 @@ struct CommitExecutor {
 pub async fn run(
     config: Arc<Config>,
     core: CommitCore,
-    log: TxnLog,
+    log_dir: std::path::PathBuf,
     inboxes: Vec<SharedReceiver<ToCommit>>,
     outboxes: Vec<SharedSender<ToShard>>,
     stats: Arc<ServerStats>,
@@ -81,6 +82,16 @@ pub async fn run(
     let per_tick = (config.container_max_per_minute as u64 * config.container_check_interval_ms
         / 60_000)
         .max(1) as usize;
+    let log = match LogWriter::create(&log_dir, core.last_zxid() + 1).await {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!(
+                "zoo: FATAL: cannot start a log segment in {}: {e}",
+                log_dir.display()
+            );
+            std::process::exit(1);
+        }
+    };
     let mut executor = CommitExecutor {
         core,
         log,
@@ -218,10 +229,8 @@ impl CommitExecutor {
         // Group commit: one append and one fdatasync for the whole batch, before anything is
         // published or replied (rule R2). A failed sync is fatal: never retry-and-ack.
         if !records.is_empty() {
-            if let Err(e) = self
-                .log
-                .append_and_sync(&records, self.core.last_zxid() + 1)
-            {
+            let next_zxid = self.core.last_zxid() + 1;
+            if let Err(e) = self.log.append_and_sync(records, next_zxid).await {
                 eprintln!("zoo: FATAL: the transaction log could not be made durable: {e}");
                 eprintln!("zoo: stopping without acknowledging the writes of this batch");
                 std::process::exit(1);

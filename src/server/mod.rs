@@ -10,6 +10,7 @@ pub mod commit_executor;
 pub mod connection;
 pub mod four_letter;
 pub mod limits;
+pub mod log_writer;
 pub mod messages;
 pub mod shard;
 pub mod stats;
@@ -29,7 +30,6 @@ use crate::server::limits::{COMMIT_QUEUE_PER_SHARD_MAX, SHARD_INBOX_MAX};
 use crate::server::messages::{Published, ToCommit, ToShard};
 use crate::server::shard::{ConnectionLimiter, Shard};
 use crate::server::stats::ServerStats;
-use crate::storage::log::TxnLog;
 
 /// Milliseconds since the Unix epoch (ctime/mtime and session deadlines).
 pub fn wall_clock_ms() -> i64 {
@@ -101,7 +101,7 @@ fn listen_address(config: &Config) -> Result<SocketAddr, String> {
 }
 
 /// Starts the server and blocks until it stops.
-pub fn run(config: Config, core: CommitCore, log: TxnLog) -> Result<(), String> {
+pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
     raise_memlock_limit();
     let cpus = allowed_cpus();
     let shard_count = if config.shards == 0 {
@@ -131,6 +131,7 @@ pub fn run(config: Config, core: CommitCore, log: TxnLog) -> Result<(), String> 
     }
 
     let commit_config = config.clone();
+    let log_dir = crate::storage::log::log_directory(&config.data_log_dir);
     let commit_stats = stats.clone();
     let commit = LocalExecutorBuilder::new(Placement::Unbound)
         .name("zoo-commit")
@@ -139,7 +140,7 @@ pub fn run(config: Config, core: CommitCore, log: TxnLog) -> Result<(), String> 
             commit_executor::run(
                 commit_config,
                 core,
-                log,
+                log_dir,
                 to_commit_receivers,
                 to_shard_senders,
                 commit_stats,

@@ -2,7 +2,7 @@
 //! docs/FORMAT.md). One append and one fdatasync per commit batch.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::core::txn::{Txn, TxnHeader};
@@ -61,11 +61,11 @@ pub fn log_directory(data_log_dir: &Path) -> PathBuf {
     data_log_dir.join("version-zoo")
 }
 
-fn segment_name(first_zxid: i64) -> String {
+pub fn segment_name(first_zxid: i64) -> String {
     format!("log.{:016x}", first_zxid)
 }
 
-fn segment_header(first_zxid: i64) -> [u8; SEGMENT_HEADER_BYTES] {
+pub fn segment_header(first_zxid: i64) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[..8].copy_from_slice(SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
@@ -125,10 +125,12 @@ pub fn recover(
     let mut last_zxid = 0i64;
     for (index, (_first, path)) in segments.iter().enumerate() {
         let is_last = index + 1 == segments.len();
-        let mut bytes = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| RecoveryError::Io(path.clone(), e))?;
+        let file = File::open(path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
+        // Mapped, not read: a preallocated segment is mostly zeros that are never touched.
+        // SAFETY: log segments are only appended to by this process, which is not running yet.
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| RecoveryError::Io(path.clone(), e))?;
+        let bytes: &[u8] = &map;
         let corrupt = |offset: usize, reason: String| {
             RecoveryError::Corrupt(Corruption {
                 file: path.clone(),
@@ -200,6 +202,9 @@ pub fn recover(
             offset += RECORD_HEADER_BYTES + length;
         };
         if end_of_records < bytes.len() {
+            // Look at the tail before cutting it off: the mapping must not be read past the
+            // new end of the file.
+            let torn = bytes[end_of_records..].iter().any(|b| *b != 0);
             // A torn tail in the last segment: drop it so that appends continue cleanly.
             let file = OpenOptions::new()
                 .write(true)
@@ -208,7 +213,7 @@ pub fn recover(
             file.set_len(end_of_records as u64)
                 .and_then(|_| file.sync_all())
                 .map_err(|e| RecoveryError::Io(path.clone(), e))?;
-            stats.torn_tail_truncated |= bytes[end_of_records..].iter().any(|b| *b != 0);
+            stats.torn_tail_truncated |= torn;
         }
     }
     stats.last_zxid = last_zxid;
@@ -222,61 +227,6 @@ pub struct RecoveryStats {
     pub records: u64,
     pub last_zxid: i64,
     pub torn_tail_truncated: bool,
-}
-
-/// The segment being appended to.
-pub struct TxnLog {
-    dir: PathBuf,
-    file: File,
-    bytes_written: u64,
-    /// fdatasync calls and their total time, for `mntr`.
-    pub syncs: u64,
-    pub sync_micros_total: u64,
-}
-
-fn sync_directory(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-impl TxnLog {
-    /// Starts a new segment whose first record will be `next_zxid`.
-    pub fn create(dir: &Path, next_zxid: i64) -> io::Result<TxnLog> {
-        fs::create_dir_all(dir)?;
-        let path = dir.join(segment_name(next_zxid));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)?;
-        file.write_all(&segment_header(next_zxid))?;
-        file.sync_all()?;
-        sync_directory(dir)?;
-        Ok(TxnLog {
-            dir: dir.to_owned(),
-            file,
-            bytes_written: SEGMENT_HEADER_BYTES as u64,
-            syncs: 0,
-            sync_micros_total: 0,
-        })
-    }
-
-    /// Appends encoded records and makes them durable. An error here is fatal for writes.
-    pub fn append_and_sync(&mut self, records: &[u8], next_zxid_after: i64) -> io::Result<()> {
-        self.file.write_all(records)?;
-        let started = std::time::Instant::now();
-        self.file.sync_data()?;
-        self.syncs += 1;
-        self.sync_micros_total += started.elapsed().as_micros() as u64;
-        self.bytes_written += records.len() as u64;
-        if self.bytes_written > LOG_SEGMENT_BYTES_MAX {
-            let next = TxnLog::create(&self.dir, next_zxid_after)?;
-            let (syncs, micros) = (self.syncs, self.sync_micros_total);
-            *self = next;
-            self.syncs = syncs;
-            self.sync_micros_total = micros;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -298,20 +248,19 @@ mod tests {
         }
     }
 
+    /// Writes one segment holding `zxids`, laid out as the log writer lays it out.
     fn write_records(dir: &Path, zxids: std::ops::RangeInclusive<i64>) -> PathBuf {
-        let mut log = TxnLog::create(dir, *zxids.start()).unwrap();
+        fs::create_dir_all(dir).unwrap();
+        let path = dir.join(segment_name(*zxids.start()));
+        let mut bytes = segment_header(*zxids.start()).to_vec();
         for zxid in zxids {
-            let mut buf = Vec::new();
-            encode_record(
-                &header(zxid),
-                &Txn::Delete {
-                    path: format!("/n{zxid}"),
-                },
-                &mut buf,
-            );
-            log.append_and_sync(&buf, zxid + 1).unwrap();
+            let txn = Txn::Delete {
+                path: format!("/n{zxid}"),
+            };
+            encode_record(&header(zxid), &txn, &mut bytes);
         }
-        list_segments(dir).unwrap().last().unwrap().1.clone()
+        fs::write(&path, bytes).unwrap();
+        path
     }
 
     fn replay(dir: &Path) -> Result<Vec<i64>, RecoveryError> {

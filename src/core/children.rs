@@ -1,0 +1,134 @@
+//! A node's child names. Most znodes have no children and many have a few, so the set is
+//! empty (no allocation), a small sorted vector, or, past `FEW_CHILDREN_MAX`, a persistent
+//! ordered set whose clone is O(1) (a node is copied on every change under the persistent tree).
+
+use std::sync::Arc;
+
+/// Above this many children the set switches to a persistent B-tree.
+pub const FEW_CHILDREN_MAX: usize = 32;
+
+#[derive(Debug, Clone, Default)]
+pub enum Children {
+    #[default]
+    Empty,
+    /// Sorted, at most `FEW_CHILDREN_MAX` names.
+    Few(Vec<Arc<str>>),
+    Many(im::OrdSet<Arc<str>>),
+}
+
+impl Children {
+    pub fn len(&self) -> usize {
+        match self {
+            Children::Empty => 0,
+            Children::Few(v) => v.len(),
+            Children::Many(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `name`; false if it was already there.
+    pub fn insert(&mut self, name: Arc<str>) -> bool {
+        match self {
+            Children::Empty => {
+                *self = Children::Few(vec![name]);
+                true
+            }
+            Children::Few(v) => match v.binary_search(&name) {
+                Ok(_) => false,
+                Err(at) => {
+                    if v.len() < FEW_CHILDREN_MAX {
+                        v.insert(at, name);
+                    } else {
+                        let mut set: im::OrdSet<Arc<str>> = v.drain(..).collect();
+                        set.insert(name);
+                        *self = Children::Many(set);
+                    }
+                    true
+                }
+            },
+            Children::Many(s) => s.insert(name).is_none(),
+        }
+    }
+
+    /// Removes `name`; false if it was not there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let removed = match self {
+            Children::Empty => false,
+            Children::Few(v) => match v.binary_search_by(|c| (**c).cmp(name)) {
+                Ok(at) => {
+                    v.remove(at);
+                    true
+                }
+                Err(_) => false,
+            },
+            Children::Many(s) => s.remove(name).is_some(),
+        };
+        if removed && self.is_empty() {
+            *self = Children::Empty;
+        }
+        removed
+    }
+
+    pub fn iter(&self) -> ChildrenIter<'_> {
+        match self {
+            Children::Empty => ChildrenIter::Few([].iter()),
+            Children::Few(v) => ChildrenIter::Few(v.iter()),
+            Children::Many(s) => ChildrenIter::Many(s.iter()),
+        }
+    }
+}
+
+pub enum ChildrenIter<'a> {
+    Few(std::slice::Iter<'a, Arc<str>>),
+    Many(im::ordset::Iter<'a, Arc<str>>),
+}
+
+impl<'a> Iterator for ChildrenIter<'a> {
+    type Item = &'a Arc<str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ChildrenIter::Few(i) => i.next(),
+            ChildrenIter::Many(i) => i.next(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_from_empty_to_many_and_back() {
+        let mut c = Children::default();
+        for i in 0..100 {
+            assert!(c.insert(Arc::from(format!("n{i:03}"))));
+        }
+        assert!(matches!(c, Children::Many(_)));
+        assert!(!c.insert(Arc::from("n005")));
+        assert_eq!(c.len(), 100);
+        let names: Vec<String> = c.iter().map(|s| s.to_string()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        for i in 0..100 {
+            assert!(c.remove(&format!("n{i:03}")));
+        }
+        assert!(matches!(c, Children::Empty));
+        assert!(!c.remove("n000"));
+    }
+
+    #[test]
+    fn few_children_stay_sorted() {
+        let mut c = Children::default();
+        for name in ["b", "a", "c"] {
+            c.insert(Arc::from(name));
+        }
+        let names: Vec<&str> = c.iter().map(|s| &**s).collect();
+        assert_eq!(names, vec!["a", "b", "c"]);
+        assert!(matches!(c, Children::Few(_)));
+    }
+}
