@@ -43,6 +43,14 @@ pub struct Config {
     pub container_check_interval_ms: u64,
     /// `znode.container.maxPerMinute`.
     pub container_max_per_minute: u32,
+    /// `snapCount`: txns between snapshots.
+    pub snap_count: u64,
+    /// `snapSizeLimitInKb`: log bytes between snapshots.
+    pub snap_size_limit_bytes: u64,
+    /// `autopurge.snapRetainCount` (at least 3).
+    pub autopurge_snap_retain_count: usize,
+    /// `autopurge.purgeInterval` in hours; 0 = never.
+    pub autopurge_purge_interval_hours: u64,
     /// `zoo.shards`: executors serving clients; 0 = one per available core.
     pub shards: usize,
     /// `zoo.pin_cores`: pin each shard's executor to a core.
@@ -75,6 +83,10 @@ impl Default for Config {
             reconfig_enabled: false,
             container_check_interval_ms: 60_000,
             container_max_per_minute: 10_000,
+            snap_count: 100_000,
+            snap_size_limit_bytes: 4 * 1024 * 1024 * 1024,
+            autopurge_snap_retain_count: 3,
+            autopurge_purge_interval_hours: 0,
             shards: 0,
             pin_cores: true,
             raw: BTreeMap::new(),
@@ -197,6 +209,18 @@ impl Config {
                 }
                 "znode.container.maxPerMinute" => {
                     config.container_max_per_minute = int(u32::MAX as i64)? as u32
+                }
+                "snapCount" | "zookeeper.snapCount" => {
+                    config.snap_count = int(i64::MAX)?.max(1) as u64
+                }
+                "snapSizeLimitInKb" | "zookeeper.snapSizeLimitInKb" => {
+                    config.snap_size_limit_bytes = (int(i64::MAX / 1024)?.max(1) as u64) * 1024
+                }
+                "autopurge.snapRetainCount" => {
+                    config.autopurge_snap_retain_count = int(1 << 20)?.max(3) as usize
+                }
+                "autopurge.purgeInterval" => {
+                    config.autopurge_purge_interval_hours = int(1 << 20)? as u64
                 }
                 "zoo.shards" => config.shards = int(4096)? as usize,
                 "zoo.pin_cores" => config.pin_cores = boolean()?,

@@ -2,8 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use zoo::config::Config;
-use zoo::core::commit::CommitCore;
-use zoo::storage::log;
+use zoo::storage::recovery;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -43,38 +42,24 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
         },
     };
     let now = zoo::server::wall_clock_ms();
-    let mut core = CommitCore::new(zoo::server::commit_executor::core_config(&config), now);
-    let log_dir = log::log_directory(&config.data_log_dir);
-    let started = std::time::Instant::now();
-    let recovered = log::recover(&log_dir, |header, txn| {
-        core.apply(&header, &txn, &mut Vec::new())
-    });
-    match recovered {
-        Ok(stats) => {
-            if stats.records > 0 || stats.torn_tail_truncated {
+    let log_dir = zoo::storage::log::log_directory(&config.data_log_dir);
+    let snapshot_dir = zoo::storage::snapshot::snapshot_directory(&config.data_dir);
+    let core_config = zoo::server::commit_executor::core_config(&config);
+    let (core, report) =
+        match recovery::recover_state(core_config, &snapshot_dir, &log_dir, now, |done, total| {
+            eprintln!("zoo: loading snapshot: {}%", done * 100 / total.max(1));
+        }) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("zoo: cannot start: {e}");
                 eprintln!(
-                    "zoo: recovered {} txns from {} log segment(s) in {:?}, last zxid {:#x}{}",
-                    stats.records,
-                    stats.segments,
-                    started.elapsed(),
-                    stats.last_zxid,
-                    if stats.torn_tail_truncated {
-                        " (a torn tail was truncated)"
-                    } else {
-                        ""
-                    }
+                    "zoo: nothing was changed on disk; restore the data directory from a backup, \
+                     or move the damaged file aside if an older snapshot and the log cover it"
                 );
+                return ExitCode::FAILURE;
             }
-        }
-        Err(e) => {
-            eprintln!("zoo: cannot start: {e}");
-            eprintln!(
-                "zoo: the log is left untouched; restore the data directory or remove the damaged segment by hand"
-            );
-            return ExitCode::FAILURE;
-        }
-    }
-    core.restart_session_clocks(zoo::server::wall_clock_ms());
+        };
+    eprintln!("zoo: recovery: {report}");
     match zoo::server::run(config, core) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -100,6 +100,39 @@ impl CommitCore {
         }
     }
 
+    /// A core holding a recovered state: the tree and sessions of a snapshot.
+    pub fn restore(
+        config: CoreConfig,
+        tree: DataTree,
+        sessions: impl IntoIterator<Item = (i64, i32, [u8; 16])>,
+        now_ms: i64,
+    ) -> CommitCore {
+        let mut core = CommitCore::new(config, now_ms);
+        core.tree = tree;
+        for (id, timeout_ms, password) in sessions {
+            core.sessions.insert(Session {
+                id,
+                timeout_ms,
+                password,
+                last_heard_ms: now_ms,
+                owner: None,
+                closing: false,
+            });
+        }
+        core
+    }
+
+    /// Every session as (id, timeout, password), for a snapshot.
+    pub fn session_records(&self) -> Vec<(i64, i32, [u8; 16])> {
+        let mut out: Vec<_> = self
+            .sessions
+            .iter()
+            .map(|s| (s.id, s.timeout_ms, s.password))
+            .collect();
+        out.sort_by_key(|s| s.0);
+        out
+    }
+
     pub fn tree(&self) -> &DataTree {
         &self.tree
     }

@@ -184,6 +184,71 @@ impl DataTree {
         self.nodes.insert(key, Arc::new(node));
     }
 
+    /// A tree with no nodes at all, to be filled by `restore_node` from a snapshot.
+    pub fn empty_for_restore() -> DataTree {
+        DataTree {
+            nodes: im::HashMap::new(),
+            ephemerals: im::HashMap::new(),
+            containers: im::OrdSet::new(),
+            ttls: im::OrdSet::new(),
+            last_zxid: 0,
+            data_bytes: 0,
+        }
+    }
+
+    /// Adds a node read from a snapshot. Nodes come in pre-order: the root first, and every
+    /// parent before its children. Snapshot bytes are untrusted, so a node that does not fit
+    /// is an error, not an assertion.
+    pub fn restore_node(&mut self, p: &str, mut node: Node) -> Result<(), &'static str> {
+        node.children = Children::Empty;
+        if p == "/" {
+            if !self.nodes.is_empty() {
+                return Err("a second root node");
+            }
+            self.nodes.insert(Arc::from("/"), Arc::new(node));
+            return Ok(());
+        }
+        if path::validate(p).is_err() {
+            return Err("an invalid path");
+        }
+        if self.nodes.contains_key(p) {
+            return Err("a duplicate path");
+        }
+        let key: Path = Arc::from(p);
+        let parent = self
+            .nodes
+            .get_mut(path::parent(p))
+            .ok_or("a node before its parent")?;
+        if matches!(parent.kind(), NodeKind::Ephemeral(_)) {
+            return Err("a child of an ephemeral node");
+        }
+        Arc::make_mut(parent)
+            .children
+            .insert(Arc::from(path::name(p)));
+        self.data_bytes += (p.len() + node.data_len()) as u64;
+        match node.kind() {
+            NodeKind::Ephemeral(session) => {
+                self.ephemerals
+                    .entry(session)
+                    .or_default()
+                    .insert(key.clone());
+            }
+            NodeKind::Container => {
+                self.containers.insert(key.clone());
+            }
+            NodeKind::Ttl(_) => {
+                self.ttls.insert(key.clone());
+            }
+            NodeKind::Persistent => {}
+        }
+        self.nodes.insert(key, Arc::new(node));
+        Ok(())
+    }
+
+    pub fn finish_restore(&mut self, zxid: i64) {
+        self.last_zxid = zxid;
+    }
+
     pub fn get(&self, p: &str) -> Option<&Arc<Node>> {
         self.nodes.get(p)
     }

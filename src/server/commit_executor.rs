@@ -23,6 +23,7 @@ use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, To
 use crate::server::stats::ServerStats;
 use crate::server::wall_clock_ms;
 use crate::storage::log::encode_record;
+use crate::storage::snapshot::SessionRecord;
 
 pub fn core_config(config: &Config) -> CoreConfig {
     CoreConfig {
@@ -38,6 +39,7 @@ pub fn core_config(config: &Config) -> CoreConfig {
 struct CommitExecutor {
     core: CommitCore,
     log: LogWriter,
+    snapshots: SnapshotPolicy,
     shards: Vec<ConnectedSender<ToShard>>,
     stats: Arc<ServerStats>,
     reap_per_tick_max: usize,
@@ -92,9 +94,18 @@ pub async fn run(
             std::process::exit(1);
         }
     };
+    let snapshots = SnapshotPolicy {
+        dir: crate::storage::snapshot::snapshot_directory(&config.data_dir),
+        txns_max: config.snap_count,
+        log_bytes_max: config.snap_size_limit_bytes,
+        txns_since: 0,
+        log_bytes_since: 0,
+        in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
     let mut executor = CommitExecutor {
         core,
         log,
+        snapshots,
         shards,
         stats,
         reap_per_tick_max: per_tick,
@@ -139,6 +150,7 @@ impl CommitExecutor {
         let mut changed = false;
         let mut writes = 0u64;
         let mut records: Vec<u8> = Vec::new();
+        let mut txn_count = 0u64;
         for message in batch.drain(..) {
             match message {
                 ToCommit::Connect(attempt) => {
@@ -155,6 +167,7 @@ impl CommitExecutor {
                         );
                         changed = true;
                         encode_record(&header, &txn, &mut records);
+                        txn_count += 1;
                         triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
                         attach_result(attach, &mut replies)
                     } else {
@@ -179,6 +192,7 @@ impl CommitExecutor {
                     if let Some((header, txn)) = &outcome.txn {
                         changed = true;
                         encode_record(header, txn, &mut records);
+                        txn_count += 1;
                         triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
                     }
                     scratch.clear();
@@ -220,6 +234,7 @@ impl CommitExecutor {
                         if let Some((header, txn)) = self.core.reap(&p, now, &mut scratch) {
                             changed = true;
                             encode_record(&header, &txn, &mut records);
+                            txn_count += 1;
                             triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
                         }
                     }
@@ -230,10 +245,16 @@ impl CommitExecutor {
         // published or replied (rule R2). A failed sync is fatal: never retry-and-ack.
         if !records.is_empty() {
             let next_zxid = self.core.last_zxid() + 1;
+            let record_bytes = records.len() as u64;
             if let Err(e) = self.log.append_and_sync(records, next_zxid).await {
                 eprintln!("zoo: FATAL: the transaction log could not be made durable: {e}");
                 eprintln!("zoo: stopping without acknowledging the writes of this batch");
                 std::process::exit(1);
+            }
+            self.snapshots.txns_since += txn_count;
+            self.snapshots.log_bytes_since += record_bytes;
+            if self.snapshots.due() {
+                self.start_snapshot().await;
             }
             use std::sync::atomic::Ordering::Relaxed;
             self.stats.commit.fsyncs.store(self.log.syncs, Relaxed);
@@ -269,6 +290,57 @@ impl CommitExecutor {
         self.publish_stats();
     }
 
+    /// Starts a new log segment at the next zxid and writes a snapshot of the current state
+    /// on a background thread: the tree clone is O(1), so writes do not stall.
+    async fn start_snapshot(&mut self) {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        if self.snapshots.in_progress.swap(true, Acquire) {
+            return;
+        }
+        let next_zxid = self.core.last_zxid() + 1;
+        if let Err(e) = self.log.roll(next_zxid).await {
+            eprintln!("zoo: FATAL: cannot start a new log segment: {e}");
+            std::process::exit(1);
+        }
+        self.snapshots.txns_since = 0;
+        self.snapshots.log_bytes_since = 0;
+        let tree = self.core.tree().clone();
+        let sessions: Vec<SessionRecord> = self
+            .core
+            .session_records()
+            .into_iter()
+            .map(|(id, timeout_ms, password)| SessionRecord {
+                id,
+                timeout_ms,
+                password,
+            })
+            .collect();
+        let dir = self.snapshots.dir.clone();
+        let in_progress = self.snapshots.in_progress.clone();
+        let spawned = std::thread::Builder::new()
+            .name("zoo-snapshot".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                match crate::storage::snapshot::write_snapshot(&dir, &tree, &sessions) {
+                    Ok(path) => eprintln!(
+                        "zoo: wrote snapshot {} ({} nodes) in {:?}",
+                        path.display(),
+                        tree.node_count(),
+                        started.elapsed()
+                    ),
+                    // The log still holds everything: a failed snapshot costs only replay time.
+                    Err(e) => {
+                        eprintln!("zoo: snapshot at zxid {:#x} failed: {e}", tree.last_zxid())
+                    }
+                }
+                in_progress.store(false, Release);
+            });
+        if let Err(e) = spawned {
+            eprintln!("zoo: cannot start the snapshot thread: {e}");
+            self.snapshots.in_progress.store(false, Release);
+        }
+    }
+
     fn publish_stats(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let commit = &self.stats.commit;
@@ -282,6 +354,23 @@ impl CommitExecutor {
             .ephemerals
             .store(tree.ephemeral_count() as u64, Relaxed);
         commit.data_bytes.store(tree.data_bytes(), Relaxed);
+    }
+}
+
+/// When to snapshot: every `snapCount` txns or `snapSizeLimitInKb` of log, one at a time.
+struct SnapshotPolicy {
+    dir: std::path::PathBuf,
+    txns_max: u64,
+    log_bytes_max: u64,
+    txns_since: u64,
+    log_bytes_since: u64,
+    in_progress: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SnapshotPolicy {
+    fn due(&self) -> bool {
+        (self.txns_since >= self.txns_max || self.log_bytes_since >= self.log_bytes_max)
+            && !self.in_progress.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

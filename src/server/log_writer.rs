@@ -143,12 +143,15 @@ impl LogWriter {
         Ok(())
     }
 
-    async fn roll(&mut self, first_zxid: i64) -> io::Result<()> {
+    /// Closes the current segment and starts a new one whose first record is `first_zxid`.
+    pub async fn roll(&mut self, first_zxid: i64) -> io::Result<()> {
         let next = LogWriter::open_segment(&self.dir, first_zxid).await?;
         let previous = std::mem::replace(&mut self.file, next.file);
-        self.position = next.position;
+        let previous_end = std::mem::replace(&mut self.position, next.position);
         self.capacity = next.capacity;
-        // The old segment's records are durable; zeros after them read as its end.
+        // The old segment's records are durable; give back its unused preallocation (zeros
+        // after the records would read as its end anyway, so a failure here is harmless).
+        let _ = previous.truncate(previous_end).await;
         let _ = previous.close().await;
         Ok(())
     }

@@ -100,6 +100,32 @@ fn listen_address(config: &Config) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, config.client_port))
 }
 
+/// `autopurge.purgeInterval`: every that many hours, delete snapshots beyond
+/// `autopurge.snapRetainCount` and the log segments they make unnecessary.
+fn start_autopurge(config: &Config) {
+    if config.autopurge_purge_interval_hours == 0 {
+        return;
+    }
+    let period = std::time::Duration::from_secs(config.autopurge_purge_interval_hours * 3600);
+    let snapshot_dir = crate::storage::snapshot::snapshot_directory(&config.data_dir);
+    let log_dir = crate::storage::log::log_directory(&config.data_log_dir);
+    let retain = config.autopurge_snap_retain_count;
+    let _ = std::thread::Builder::new()
+        .name("zoo-purge".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(period);
+                match crate::storage::recovery::purge(&snapshot_dir, &log_dir, retain) {
+                    Ok(deleted) if !deleted.is_empty() => {
+                        eprintln!("zoo: purged {} old snapshot and log files", deleted.len())
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("zoo: purge failed: {e}"),
+                }
+            }
+        });
+}
+
 /// Starts the server and blocks until it stops.
 pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
     raise_memlock_limit();
@@ -204,6 +230,7 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
             Err(_) => return Err("a shard stopped before it could listen".into()),
         }
     }
+    start_autopurge(&config);
     eprintln!(
         "zoo: serving ZooKeeper clients on {address} with {shard_count} shard(s); data in {}",
         config.data_dir.display()

@@ -18,6 +18,9 @@ pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// A segment is closed and a new one started once it passes this size.
 pub const LOG_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// How much of a segment's tail is examined to tell a torn record from preallocated zeros.
+const TORN_TAIL_WINDOW_BYTES: usize = 64 * 1024;
+
 const _: () = assert!(SEGMENT_HEADER_BYTES == 8 + 4 + 4 + 8 + 4 + 4);
 
 /// Where a log is found corrupt.
@@ -93,7 +96,7 @@ pub fn encode_record(header: &TxnHeader, txn: &Txn, out: &mut Vec<u8>) {
 }
 
 /// Segment files in `dir`, ordered by first zxid.
-fn list_segments(dir: &Path) -> Result<Vec<(i64, PathBuf)>, RecoveryError> {
+pub fn list_segments(dir: &Path) -> Result<Vec<(i64, PathBuf)>, RecoveryError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -118,6 +121,16 @@ fn list_segments(dir: &Path) -> Result<Vec<(i64, PathBuf)>, RecoveryError> {
 /// the last segment is truncated; corruption anywhere else is an error.
 pub fn recover(
     dir: &Path,
+    apply: impl FnMut(TxnHeader, Txn),
+) -> Result<RecoveryStats, RecoveryError> {
+    recover_after(dir, 0, apply)
+}
+
+/// As `recover`, but records up to and including `after_zxid` (already in a snapshot) are
+/// checked and skipped. The first record applied must be `after_zxid + 1`.
+pub fn recover_after(
+    dir: &Path,
+    after_zxid: i64,
     mut apply: impl FnMut(TxnHeader, Txn),
 ) -> Result<RecoveryStats, RecoveryError> {
     let segments = list_segments(dir)?;
@@ -196,15 +209,28 @@ pub fn recover(
                 Ok(_) => return Err(corrupt(offset, "trailing bytes in record".into())),
                 Err(e) => return Err(corrupt(offset, format!("undecodable txn: {e}"))),
             };
-            apply(header, txn);
+            if zxid > after_zxid {
+                if stats.records == 0 && zxid != after_zxid + 1 {
+                    return Err(corrupt(
+                        offset,
+                        format!(
+                            "the log resumes at zxid {zxid:#x}, but the state ends at {after_zxid:#x}: txns are missing"
+                        ),
+                    ));
+                }
+                apply(header, txn);
+                stats.records += 1;
+            }
             last_zxid = zxid;
-            stats.records += 1;
             offset += RECORD_HEADER_BYTES + length;
         };
         if end_of_records < bytes.len() {
             // Look at the tail before cutting it off: the mapping must not be read past the
             // new end of the file.
-            let torn = bytes[end_of_records..].iter().any(|b| *b != 0);
+            // Only the start of the tail is looked at: the rest of a preallocated segment is
+            // zeros that need not be paged in.
+            let window_end = bytes.len().min(end_of_records + TORN_TAIL_WINDOW_BYTES);
+            let torn = bytes[end_of_records..window_end].iter().any(|b| *b != 0);
             // A torn tail in the last segment: drop it so that appends continue cleanly.
             let file = OpenOptions::new()
                 .write(true)
@@ -216,7 +242,7 @@ pub fn recover(
             stats.torn_tail_truncated |= torn;
         }
     }
-    stats.last_zxid = last_zxid;
+    stats.last_zxid = last_zxid.max(after_zxid);
     stats.segments = segments.len();
     Ok(stats)
 }

@@ -1,3 +1,5 @@
-//! Durable state: the transaction log (docs/FORMAT.md).
+//! Durable state: the transaction log and snapshots (docs/FORMAT.md).
 
 pub mod log;
+pub mod recovery;
+pub mod snapshot;
