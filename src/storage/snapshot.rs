@@ -401,7 +401,7 @@ mod tests {
                 1 => crate::core::tree::CONTAINER_OWNER,
                 _ => 0,
             };
-            let data = if state % 7 == 0 {
+            let data = if state.is_multiple_of(7) {
                 None
             } else {
                 Some(vec![(state % 251) as u8; (state % 40) as usize])
