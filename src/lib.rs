@@ -19,3 +19,4 @@ pub mod error;
 pub mod jute;
 pub mod server;
 pub mod storage;
+pub mod tools;

@@ -8,12 +8,37 @@ use zoo::storage::recovery;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage:
-  zoo server [PATH/zoo.cfg]   start a server (no path: standalone, port 2181, data in ./data)";
+  zoo server [PATH/zoo.cfg]                      start a server (no path: standalone, port 2181,
+                                                 data in ./data)
+  zoo snapshot inspect FILE [--json] [--data]    print a snapshot's sessions and nodes
+  zoo log dump FILE_OR_DIR [--json]              print the txns of a log segment or directory";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("server") => server(args.get(1).map(PathBuf::from)),
+        Some("snapshot")
+            if args.get(1).map(String::as_str) == Some("inspect") && args.len() >= 3 =>
+        {
+            let json = args.iter().any(|a| a == "--json");
+            let data = args.iter().any(|a| a == "--data");
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            report(zoo::tools::inspect_snapshot(
+                std::path::Path::new(&args[2]),
+                json,
+                data,
+                &mut out,
+            ))
+        }
+        Some("log") if args.get(1).map(String::as_str) == Some("dump") && args.len() >= 3 => {
+            let json = args.iter().any(|a| a == "--json");
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            report(zoo::tools::dump_log(
+                std::path::Path::new(&args[2]),
+                json,
+                &mut out,
+            ))
+        }
         Some("-h") | Some("--help") | Some("help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -21,6 +46,16 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("zoo: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -131,9 +131,28 @@ pub fn recover(
 pub fn recover_after(
     dir: &Path,
     after_zxid: i64,
-    mut apply: impl FnMut(TxnHeader, Txn),
+    apply: impl FnMut(TxnHeader, Txn),
 ) -> Result<RecoveryStats, RecoveryError> {
     let segments = list_segments(dir)?;
+    scan(&segments, after_zxid, Repair::TruncateTornTail, apply)
+}
+
+/// Whether a scan may change the files it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Start-up: cut a torn tail off the last segment, remove a header-less last segment.
+    TruncateTornTail,
+    /// Tools: change nothing; a torn tail is only reported.
+    ReadOnly,
+}
+
+/// Reads `segments` (ordered by first zxid) record by record; see `recover_after`.
+pub fn scan(
+    segments: &[(i64, PathBuf)],
+    after_zxid: i64,
+    repair: Repair,
+    mut apply: impl FnMut(TxnHeader, Txn),
+) -> Result<RecoveryStats, RecoveryError> {
     let mut stats = RecoveryStats::default();
     let mut last_zxid = 0i64;
     for (index, (_first, path)) in segments.iter().enumerate() {
@@ -157,7 +176,9 @@ pub fn recover_after(
         {
             if is_last && bytes.len() <= SEGMENT_HEADER_BYTES {
                 // Crashed while creating the segment: it never held a record.
-                fs::remove_file(path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
+                if repair == Repair::TruncateTornTail {
+                    fs::remove_file(path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
+                }
                 stats.torn_tail_truncated = true;
                 continue;
             }
@@ -224,7 +245,10 @@ pub fn recover_after(
             last_zxid = zxid;
             offset += RECORD_HEADER_BYTES + length;
         };
-        if end_of_records < bytes.len() {
+        if end_of_records < bytes.len() && repair == Repair::ReadOnly {
+            let window_end = bytes.len().min(end_of_records + TORN_TAIL_WINDOW_BYTES);
+            stats.torn_tail_truncated |= bytes[end_of_records..window_end].iter().any(|b| *b != 0);
+        } else if end_of_records < bytes.len() {
             // Look at the tail before cutting it off: the mapping must not be read past the
             // new end of the file.
             // Only the start of the tail is looked at: the rest of a preallocated segment is
