@@ -20,7 +20,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -56,7 +59,9 @@ struct Acked {
 
 fn writer(port: u16, cycle: usize, writer: usize, stop: Arc<AtomicBool>) -> Acked {
     let mut acked = Acked::default();
-    let Ok(mut client) = RawClient::resume(port, 0, &[0; 16], 0) else { return acked };
+    let Ok(mut client) = RawClient::resume(port, 0, &[0; 16], 0) else {
+        return acked;
+    };
     let mut xid = 1;
     while !stop.load(Ordering::Relaxed) {
         xid += 1;
@@ -98,16 +103,26 @@ fn children_of_crash(port: u16) -> HashSet<String> {
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_write_and_no_multi_is_half_applied() {
-    let cycles: usize =
-        std::env::var("ZOO_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let seed: u64 = std::env::var("ZOO_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let cycles: usize = std::env::var("ZOO_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let seed: u64 = std::env::var("ZOO_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     eprintln!("crash test: {cycles} cycles, ZOO_CRASH_SEED={seed}");
     let mut rng = Lcg(seed);
     // Small snapCount: snapshots and log rolls happen many times during the run.
     let mut server = ZooServer::start(&["snapCount=97"]);
-    RawClient::connect(server.port()).create("/crash", b"", 0).expect("create /crash");
+    RawClient::connect(server.port())
+        .create("/crash", b"", 0)
+        .expect("create /crash");
     let mut all_creates: Vec<String> = Vec::new();
     let mut all_multis: Vec<(String, String)> = Vec::new();
     let mut total_acked = 0usize;
@@ -134,7 +149,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write_and_no_multi_is_half_ap
         server.restart();
         let present = children_of_crash(server.port());
         for p in &all_creates {
-            assert!(present.contains(p), "cycle {cycle} (seed {seed}): acknowledged create {p} lost");
+            assert!(
+                present.contains(p),
+                "cycle {cycle} (seed {seed}): acknowledged create {p} lost"
+            );
         }
         for (a, b) in &all_multis {
             assert!(
@@ -151,5 +169,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write_and_no_multi_is_half_ap
         }
     }
     eprintln!("crash test: {total_acked} acknowledged writes survived {cycles} SIGKILLs");
-    assert!(total_acked > 0, "the writers never got a write acknowledged");
+    assert!(
+        total_acked > 0,
+        "the writers never got a write acknowledged"
+    );
 }

@@ -2,6 +2,7 @@
 //! `PrepRequestProcessor.checkACL/fixupACL`, the built-in authentication providers).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -24,6 +25,23 @@ pub fn open_acl_unsafe() -> Vec<Acl> {
         perms: perms::ALL,
         id: Id::new("world", "anyone"),
     }]
+}
+
+static OPEN_ACL_UNSAFE: std::sync::LazyLock<Arc<Vec<Acl>>> =
+    std::sync::LazyLock::new(|| Arc::new(open_acl_unsafe()));
+static READ_ACL_UNSAFE: std::sync::LazyLock<Arc<Vec<Acl>>> =
+    std::sync::LazyLock::new(|| Arc::new(read_acl_unsafe()));
+
+/// The ACL as a shared allocation: the common lists (world:anyone ALL or READ) are one
+/// allocation for the whole tree, as ZooKeeper's ACL cache makes them.
+pub fn shared(acl: &[Acl]) -> Arc<Vec<Acl>> {
+    if acl == OPEN_ACL_UNSAFE.as_slice() {
+        OPEN_ACL_UNSAFE.clone()
+    } else if acl == READ_ACL_UNSAFE.as_slice() {
+        READ_ACL_UNSAFE.clone()
+    } else {
+        Arc::new(acl.to_vec())
+    }
 }
 
 /// `world:anyone` read-only (`ZooDefs.Ids.READ_ACL_UNSAFE`).

@@ -1,4 +1,6 @@
-//! A node's child names. Most znodes have no children and many have a few, so the set is
+//! A node's children, held as their full paths: the same `Arc<str>` allocation as the tree's
+//! key, so a child costs one pointer here. Within one parent, ordering by full path is
+//! ordering by name. Most znodes have no children and many have a few, so the set is
 //! empty (no allocation), a small sorted vector, or, past `FEW_CHILDREN_MAX`, a persistent
 //! ordered set whose clone is O(1) (a node is copied on every change under the persistent tree).
 

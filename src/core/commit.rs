@@ -599,6 +599,14 @@ fn valid_server_spec(spec: &str) -> bool {
     quorum_ok && client_ok
 }
 
+/// Nodes that exist from start-up and cannot be deleted.
+fn is_system_path(p: &str) -> bool {
+    matches!(
+        p,
+        "/" | "/zookeeper" | "/zookeeper/quota" | "/zookeeper/config"
+    )
+}
+
 /// Validates one write op against `tree` and turns it into a txn (PrepRequestProcessor).
 fn prep(
     tree: &DataTree,
@@ -611,8 +619,9 @@ fn prep(
     match request {
         Request::Create(create) => prep_create(tree, config, session_id, create, auth),
         Request::Delete { path: p, version } => {
-            path::validate(p)?;
-            if p == "/" {
+            // getParentPathAndValidate: no '/', a NUL, or a system node is BADARGUMENTS; any
+            // other malformed path simply does not exist.
+            if !p.contains('/') || p.contains('\0') || is_system_path(p) {
                 return Err(ZkError::BadArguments);
             }
             let node = tree.get(p).ok_or(ZkError::NoNode)?;
@@ -688,16 +697,21 @@ fn prep_create(
         return Err(ZkError::BadArguments);
     }
     let requested = &create.path;
-    if mode.is_sequential() {
-        path::validate(&format!("{requested}1"))?;
-    } else {
-        path::validate(requested)?;
+    // ZooKeeper's order: the parent (everything before the last '/') is looked up first, so
+    // a malformed path under a missing parent is NONODE; the full path is validated after.
+    if !requested.contains('/') {
+        return Err(ZkError::BadArguments);
     }
     if requested == "/" {
         return Err(ZkError::NodeExists);
     }
     let parent_path = path::parent(requested);
     let parent = tree.get(parent_path).ok_or(ZkError::NoNode)?;
+    if mode.is_sequential() {
+        path::validate(&format!("{requested}1"))?;
+    } else {
+        path::validate(requested)?;
+    }
     require(&parent.acl, perms::CREATE, auth)?;
     let acl = acl::fixup(&create.acl, auth)?;
     let final_path = if mode.is_sequential() {

@@ -38,9 +38,7 @@ fn require(acl: &[crate::jute::records::Acl], perm: i32, auth: &[Id]) -> ZkResul
 pub fn execute(tree: &DataTree, request: &Request, auth: &[Id], session_id: i64) -> ReadOutcome {
     match request {
         Request::Exists { path: p, watch } => {
-            if let Err(e) = path::validate(p) {
-                return ReadOutcome::plain(Err(e));
-            }
+            // As in ZooKeeper, reads do not validate paths: a malformed path does not exist.
             match tree.get(p) {
                 Some(node) => {
                     if let Err(e) = require(&node.acl, perms::READ, auth) {
@@ -76,7 +74,6 @@ pub fn execute(tree: &DataTree, request: &Request, auth: &[Id], session_id: i64)
         }
         Request::GetAcl { path: p } => ReadOutcome::plain(get_acl(tree, p, auth)),
         Request::GetAllChildrenNumber { path: p } => ReadOutcome::plain((|| {
-            path::validate(p)?;
             let node = tree.get(p).ok_or(ZkError::NoNode)?;
             require(&node.acl, perms::READ, auth)?;
             let mut body = Vec::new();
@@ -134,7 +131,6 @@ pub fn execute(tree: &DataTree, request: &Request, auth: &[Id], session_id: i64)
 }
 
 fn get_data(tree: &DataTree, p: &str, auth: &[Id]) -> ZkResult<Vec<u8>> {
-    path::validate(p)?;
     let node = tree.get(p).ok_or(ZkError::NoNode)?;
     require(&node.acl, perms::READ, auth)?;
     let mut body = Vec::with_capacity(node.data_len() + 72);
@@ -147,13 +143,12 @@ fn get_data(tree: &DataTree, p: &str, auth: &[Id]) -> ZkResult<Vec<u8>> {
 }
 
 fn get_children(tree: &DataTree, p: &str, with_stat: bool, auth: &[Id]) -> ZkResult<Vec<u8>> {
-    path::validate(p)?;
     let node = tree.get(p).ok_or(ZkError::NoNode)?;
     require(&node.acl, perms::READ, auth)?;
     let mut body = Vec::new();
     body.put_i32(node.children.len() as i32);
     for child in node.children.iter() {
-        body.put_ustring(child);
+        body.put_ustring(path::name(child));
     }
     if with_stat {
         node.stat().encode(&mut body);
@@ -162,7 +157,6 @@ fn get_children(tree: &DataTree, p: &str, with_stat: bool, auth: &[Id]) -> ZkRes
 }
 
 fn get_acl(tree: &DataTree, p: &str, auth: &[Id]) -> ZkResult<Vec<u8>> {
-    path::validate(p)?;
     let node = tree.get(p).ok_or(ZkError::NoNode)?;
     require(&node.acl, perms::READ | perms::ADMIN, auth)?;
     let mut body = Vec::new();

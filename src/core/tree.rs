@@ -142,7 +142,7 @@ impl DataTree {
             last_zxid: 0,
             data_bytes: 0,
         };
-        let root = Self::fresh_node(None, crate::core::acl::open_acl_unsafe(), 0, 0, 0);
+        let root = Self::fresh_node(None, &crate::core::acl::open_acl_unsafe(), 0, 0, 0);
         tree.nodes.insert(Arc::from("/"), Arc::new(root));
         let open = crate::core::acl::open_acl_unsafe();
         tree.insert_system_node("/zookeeper", open.clone());
@@ -151,10 +151,10 @@ impl DataTree {
         tree
     }
 
-    fn fresh_node(data: Option<&[u8]>, acl: Vec<Acl>, zxid: i64, time: i64, owner: i64) -> Node {
+    fn fresh_node(data: Option<&[u8]>, acl: &[Acl], zxid: i64, time: i64, owner: i64) -> Node {
         Node {
             data: data.map(Arc::from),
-            acl: Arc::new(acl),
+            acl: crate::core::acl::shared(acl),
             czxid: zxid,
             mzxid: zxid,
             ctime: time,
@@ -171,15 +171,13 @@ impl DataTree {
     /// System nodes are created outside any txn, as ZooKeeper does, so they do not bump the
     /// parent's cversion.
     fn insert_system_node(&mut self, p: &str, acl: Vec<Acl>) {
-        let node = Self::fresh_node(None, acl, 0, 0, 0);
+        let node = Self::fresh_node(None, &acl, 0, 0, 0);
         let key: Path = Arc::from(p);
         let parent = self
             .nodes
             .get_mut(path::parent(p))
             .expect("system node parent exists");
-        Arc::make_mut(parent)
-            .children
-            .insert(Arc::from(path::name(p)));
+        Arc::make_mut(parent).children.insert(key.clone());
         self.data_bytes += p.len() as u64;
         self.nodes.insert(key, Arc::new(node));
     }
@@ -222,9 +220,7 @@ impl DataTree {
         if matches!(parent.kind(), NodeKind::Ephemeral(_)) {
             return Err("a child of an ephemeral node");
         }
-        Arc::make_mut(parent)
-            .children
-            .insert(Arc::from(path::name(p)));
+        Arc::make_mut(parent).children.insert(key.clone());
         self.data_bytes += (p.len() + node.data_len()) as u64;
         match node.kind() {
             NodeKind::Ephemeral(session) => {
@@ -306,11 +302,11 @@ impl DataTree {
             return 0;
         };
         let mut count = 0;
-        let mut stack: Vec<String> = node.children.iter().map(|c| path::join(p, c)).collect();
+        let mut stack: Vec<&Path> = node.children.iter().collect();
         while let Some(child) = stack.pop() {
             count += 1;
-            if let Some(n) = self.nodes.get(child.as_str()) {
-                stack.extend(n.children.iter().map(|c| path::join(&child, c)));
+            if let Some(n) = self.nodes.get(&**child) {
+                stack.extend(n.children.iter());
             }
         }
         count
@@ -323,7 +319,7 @@ impl DataTree {
         };
         visit(p, node);
         for child in node.children.iter() {
-            self.walk(&path::join(p, child), visit);
+            self.walk(child, visit);
         }
     }
 
@@ -396,7 +392,7 @@ impl DataTree {
                     .get_mut(p.as_str())
                     .expect("setACL target exists");
                 let node = Arc::make_mut(node);
-                node.acl = Arc::new(acl.clone());
+                node.acl = crate::core::acl::shared(acl);
                 node.aversion = *version;
             }
             Txn::Check => {}
@@ -436,11 +432,11 @@ impl DataTree {
             .get_mut(parent_path)
             .expect("create parent exists");
         let parent = Arc::make_mut(parent);
-        parent.children.insert(Arc::from(path::name(p)));
+        parent.children.insert(key.clone());
         parent.cversion = parent_cversion;
         parent.pzxid = header.zxid;
         let parent_acl = parent.acl.clone();
-        let node = Self::fresh_node(data, acl.to_vec(), header.zxid, header.time_ms, owner);
+        let node = Self::fresh_node(data, acl, header.zxid, header.time_ms, owner);
         let node_acl = node.acl.clone();
         self.nodes.insert(key.clone(), Arc::new(node));
         self.data_bytes += (p.len() + data.map_or(0, <[u8]>::len)) as u64;
@@ -481,7 +477,7 @@ impl DataTree {
             .get_mut(parent_path)
             .expect("deleted node's parent exists");
         let parent = Arc::make_mut(parent);
-        parent.children.remove(path::name(p));
+        parent.children.remove(p);
         if zxid > parent.pzxid {
             parent.pzxid = zxid;
         }

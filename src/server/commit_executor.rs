@@ -269,6 +269,8 @@ impl CommitExecutor {
                 triggers: std::mem::take(&mut triggers),
             })
         });
+        // Figures first, so a client that saw its write acknowledged sees it counted in 4lw.
+        self.publish_stats();
         for (shard, shard_replies) in replies.into_iter().enumerate() {
             if published.is_none() && shard_replies.is_empty() {
                 continue;
@@ -287,7 +289,6 @@ impl CommitExecutor {
             commit.batched_writes.fetch_add(writes, Relaxed);
             commit.batch_max.fetch_max(writes, Relaxed);
         }
-        self.publish_stats();
     }
 
     /// Starts a new log segment at the next zxid and writes a snapshot of the current state
@@ -342,19 +343,22 @@ impl CommitExecutor {
     }
 
     fn publish_stats(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let commit = &self.stats.commit;
-        let tree = self.core.tree();
-        commit.last_zxid.store(tree.last_zxid(), Relaxed);
-        commit
-            .sessions
-            .store(self.core.sessions().len() as u64, Relaxed);
-        commit.node_count.store(tree.node_count() as u64, Relaxed);
-        commit
-            .ephemerals
-            .store(tree.ephemeral_count() as u64, Relaxed);
-        commit.data_bytes.store(tree.data_bytes(), Relaxed);
+        publish_commit_stats(&self.core, &self.stats);
     }
+}
+
+/// Copies the commit core's figures into the shared stats (4lw reads them).
+pub fn publish_commit_stats(core: &CommitCore, stats: &ServerStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let commit = &stats.commit;
+    let tree = core.tree();
+    commit.last_zxid.store(tree.last_zxid(), Relaxed);
+    commit.sessions.store(core.sessions().len() as u64, Relaxed);
+    commit.node_count.store(tree.node_count() as u64, Relaxed);
+    commit
+        .ephemerals
+        .store(tree.ephemeral_count() as u64, Relaxed);
+    commit.data_bytes.store(tree.data_bytes(), Relaxed);
 }
 
 /// When to snapshot: every `snapCount` txns or `snapSizeLimitInKb` of log, one at a time.

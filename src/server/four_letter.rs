@@ -36,7 +36,8 @@ pub fn respond(shard: &Shard, command: &str) -> String {
     let mut out = String::new();
     match command {
         "ruok" => out.push_str("imok"),
-        "isro" => out.push_str("rw\n"),
+        // ZooKeeper prints no newline here, and clients compare the reply with "rw" exactly.
+        "isro" => out.push_str("rw"),
         "srvr" | "stat" => {
             let _ = writeln!(out, "Zookeeper version: {}", version_line());
             if command == "stat" {

@@ -139,6 +139,7 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
     let config = Arc::new(config);
     let stats = Arc::new(ServerStats::new(shard_count));
     let limiter = Arc::new(ConnectionLimiter::default());
+    commit_executor::publish_commit_stats(&core, &stats);
     let initial = Arc::new(Published {
         tree: core.tree().clone(),
         triggers: Vec::new(),
