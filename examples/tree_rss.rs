@@ -88,10 +88,31 @@ fn main() {
     }
     let elapsed = started.elapsed();
     drop(published);
-    println!(
+    let report = format!(
         "{n} znodes: {:.0} creates/s in the commit core alone; RSS {} MiB (+{} MiB)",
         n as f64 / elapsed.as_secs_f64(),
         rss_kib() / 1024,
         (rss_kib() - before) / 1024
     );
+    println!("{report}");
+    if std::env::args().any(|a| a == "--snapshot") {
+        let dir = std::env::temp_dir().join(format!("zoo-tree-rss-{}", std::process::id()));
+        let started = std::time::Instant::now();
+        let path = zoo::storage::snapshot::write_snapshot(&dir, core.tree(), &[]).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        println!(
+            "snapshot written in {:?} ({} MiB)",
+            started.elapsed(),
+            size >> 20
+        );
+        let started = std::time::Instant::now();
+        let loaded = zoo::storage::snapshot::load_snapshot(&path, |_, _| {}).unwrap();
+        println!(
+            "snapshot loaded in {:?} ({} nodes)",
+            started.elapsed(),
+            loaded.tree.node_count()
+        );
+        std::mem::forget(loaded);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -19,6 +19,19 @@ pub enum Children {
 }
 
 impl Children {
+    /// A set from paths in any order; duplicates are an error (the input is untrusted).
+    pub fn from_paths(mut paths: Vec<Arc<str>>) -> Result<Children, &'static str> {
+        paths.sort_unstable();
+        if paths.windows(2).any(|w| w[0] == w[1]) {
+            return Err("a duplicate child");
+        }
+        Ok(match paths.len() {
+            0 => Children::Empty,
+            n if n <= FEW_CHILDREN_MAX => Children::Few(paths),
+            _ => Children::Many(paths.into_iter().collect()),
+        })
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Children::Empty => 0,

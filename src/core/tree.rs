@@ -194,57 +194,6 @@ impl DataTree {
         }
     }
 
-    /// Adds a node read from a snapshot. Nodes come in pre-order: the root first, and every
-    /// parent before its children. Snapshot bytes are untrusted, so a node that does not fit
-    /// is an error, not an assertion.
-    pub fn restore_node(&mut self, p: &str, mut node: Node) -> Result<(), &'static str> {
-        node.children = Children::Empty;
-        if p == "/" {
-            if !self.nodes.is_empty() {
-                return Err("a second root node");
-            }
-            self.nodes.insert(Arc::from("/"), Arc::new(node));
-            return Ok(());
-        }
-        if path::validate(p).is_err() {
-            return Err("an invalid path");
-        }
-        if self.nodes.contains_key(p) {
-            return Err("a duplicate path");
-        }
-        let key: Path = Arc::from(p);
-        let parent = self
-            .nodes
-            .get_mut(path::parent(p))
-            .ok_or("a node before its parent")?;
-        if matches!(parent.kind(), NodeKind::Ephemeral(_)) {
-            return Err("a child of an ephemeral node");
-        }
-        Arc::make_mut(parent).children.insert(key.clone());
-        self.data_bytes += (p.len() + node.data_len()) as u64;
-        match node.kind() {
-            NodeKind::Ephemeral(session) => {
-                self.ephemerals
-                    .entry(session)
-                    .or_default()
-                    .insert(key.clone());
-            }
-            NodeKind::Container => {
-                self.containers.insert(key.clone());
-            }
-            NodeKind::Ttl(_) => {
-                self.ttls.insert(key.clone());
-            }
-            NodeKind::Persistent => {}
-        }
-        self.nodes.insert(key, Arc::new(node));
-        Ok(())
-    }
-
-    pub fn finish_restore(&mut self, zxid: i64) {
-        self.last_zxid = zxid;
-    }
-
     pub fn get(&self, p: &str) -> Option<&Arc<Node>> {
         self.nodes.get(p)
     }
@@ -509,6 +458,108 @@ impl DataTree {
             event: EventType::NodeChildrenChanged,
             acl: parent_acl,
         });
+    }
+}
+
+/// Builds a tree from nodes in pre-order (snapshot loading): the root first, every parent
+/// before its children. Ancestors wait on a stack until their subtree is complete, so each node
+/// is inserted once and no parent is looked up or copied. The input is untrusted: a node that
+/// does not fit is an error, not an assertion.
+pub struct TreeBuilder {
+    tree: DataTree,
+    /// The chain of ancestors of the next node: (path, node, its children so far).
+    stack: Vec<(Path, Node, Vec<Path>)>,
+}
+
+impl Default for TreeBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TreeBuilder {
+    pub fn new() -> TreeBuilder {
+        TreeBuilder {
+            tree: DataTree::empty_for_restore(),
+            stack: Vec::new(),
+        }
+    }
+
+    fn is_ancestor(ancestor: &str, p: &str) -> bool {
+        ancestor == "/"
+            || (p.len() > ancestor.len()
+                && p.starts_with(ancestor)
+                && p.as_bytes()[ancestor.len()] == b'/')
+    }
+
+    pub fn push(&mut self, p: &str, node: Node) -> Result<(), &'static str> {
+        if p == "/" {
+            if !self.stack.is_empty() || self.tree.nodes.contains_key("/") {
+                return Err("a second root node");
+            }
+            self.stack.push((Arc::from("/"), node, Vec::new()));
+            return Ok(());
+        }
+        if path::validate(p).is_err() {
+            return Err("an invalid path");
+        }
+        while let Some((top, _, _)) = self.stack.last() {
+            if Self::is_ancestor(top, p) {
+                break;
+            }
+            self.finish_top()?;
+        }
+        let (top, top_node, children) = self.stack.last_mut().ok_or("a node before its parent")?;
+        if &**top != path::parent(p) {
+            return Err("a node before its parent");
+        }
+        if matches!(top_node.kind(), NodeKind::Ephemeral(_)) {
+            return Err("a child of an ephemeral node");
+        }
+        let key: Path = Arc::from(p);
+        children.push(key.clone());
+        self.stack.push((key, node, Vec::new()));
+        Ok(())
+    }
+
+    fn finish_top(&mut self) -> Result<(), &'static str> {
+        let (key, mut node, children) = self.stack.pop().expect("caller checked the stack");
+        node.children = Children::from_paths(children)?;
+        let tree = &mut self.tree;
+        if &*key != "/" {
+            tree.data_bytes += (key.len() + node.data_len()) as u64;
+        }
+        match node.kind() {
+            NodeKind::Ephemeral(session) => {
+                tree.ephemerals
+                    .entry(session)
+                    .or_default()
+                    .insert(key.clone());
+            }
+            NodeKind::Container => {
+                tree.containers.insert(key.clone());
+            }
+            NodeKind::Ttl(_) => {
+                tree.ttls.insert(key.clone());
+            }
+            NodeKind::Persistent => {}
+        }
+        if tree.nodes.insert(key, Arc::new(node)).is_some() {
+            return Err("a duplicate path");
+        }
+        Ok(())
+    }
+
+    /// The tree, as of `zxid`.
+    pub fn finish(mut self, zxid: i64) -> Result<DataTree, &'static str> {
+        while !self.stack.is_empty() {
+            self.finish_top()?;
+        }
+        if !self.tree.nodes.contains_key("/") {
+            return Err("no root node");
+        }
+        self.tree.last_zxid = zxid;
+        Ok(self.tree)
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::core::tree::{DataTree, Node};
+use crate::core::tree::{DataTree, Node, TreeBuilder};
 use crate::jute::records::{decode_acls, encode_acls};
 use crate::jute::{Reader, Writer};
 
@@ -314,7 +314,7 @@ pub fn load_snapshot(
             password,
         });
     }
-    let mut tree = DataTree::empty_for_restore();
+    let mut builder = TreeBuilder::new();
     let mut next_report = PROGRESS_INTERVAL_BYTES;
     for index in 0..header.node_count {
         let at = reader.position();
@@ -322,7 +322,7 @@ pub fn load_snapshot(
         if index == 0 && p != "/" {
             return Err(corrupt(&reader, "the first node is not the root".into()));
         }
-        if let Err(reason) = tree.restore_node(&p, node) {
+        if let Err(reason) = builder.push(&p, node) {
             return Err(SnapshotError::Corrupt {
                 file: path.to_owned(),
                 offset: (SNAPSHOT_HEADER_BYTES + at) as u64,
@@ -340,7 +340,13 @@ pub fn load_snapshot(
     if body.len() >= PROGRESS_INTERVAL_BYTES {
         progress(body.len() as u64, body.len() as u64);
     }
-    tree.finish_restore(header.zxid);
+    let tree = builder
+        .finish(header.zxid)
+        .map_err(|reason| SnapshotError::Corrupt {
+            file: path.to_owned(),
+            offset: bytes.len() as u64,
+            reason: reason.into(),
+        })?;
     Ok(LoadedSnapshot {
         header,
         tree,
