@@ -214,3 +214,19 @@ fn wchs_counts_a_data_watch_until_it_fires() {
         (total(&text)? == 0).then_some(())
     });
 }
+
+/// Group commit is observable: after acknowledged writes, `mntr` counts at least one fsync and
+/// at least one write per batch (R2: a write is acknowledged only after its fsync).
+#[test]
+fn mntr_counts_fsyncs_and_commit_batches_after_writes() {
+    let server = ZooServer::start(&[]);
+    let mut client = common::RawClient::connect(server.port());
+    for i in 0..5 {
+        client.create(&format!("/f{i}"), b"x", 0).expect("create");
+    }
+    let fsyncs = mntr_number(server.port(), "zoo_fsyncs");
+    let batches = mntr_number(server.port(), "zoo_commit_batches");
+    assert!(fsyncs >= 1, "no fsync counted after acknowledged writes");
+    assert!((1..=6).contains(&batches), "batches: {batches}");
+    assert!(mntr_number(server.port(), "zoo_commit_batch_max_writes") >= 1);
+}

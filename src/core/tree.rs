@@ -656,6 +656,7 @@ mod tests {
         );
     }
 
+    /// R4/R5: a published clone never changes, so readers see whole batches only.
     #[test]
     fn clones_are_isolated_snapshots() {
         let mut tree = DataTree::new();

@@ -270,6 +270,7 @@ impl WatchTable {
 mod tests {
     use super::*;
 
+    /// R6: a registered watch fires on the next change, once.
     #[test]
     fn data_watch_is_one_shot() {
         let mut t = WatchTable::default();

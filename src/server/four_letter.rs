@@ -129,6 +129,15 @@ pub fn respond(shard: &Shard, command: &str) -> String {
                     "zoo_commit_batch_max_writes",
                     commit.batch_max.load(Relaxed).to_string(),
                 ),
+                ("zoo_fsyncs", commit.fsyncs.load(Relaxed).to_string()),
+                (
+                    "zoo_fsync_avg_micros",
+                    format!(
+                        "{:.1}",
+                        commit.fsync_micros_total.load(Relaxed) as f64
+                            / commit.fsyncs.load(Relaxed).max(1) as f64
+                    ),
+                ),
             ];
             for (key, value) in rows {
                 let _ = writeln!(out, "{key}\t{value}");

@@ -126,6 +126,29 @@ fn start_autopurge(config: &Config) {
         });
 }
 
+/// Listens on the client port with SO_REUSEPORT (every shard binds it; the kernel spreads
+/// connections) and SO_REUSEADDR (a restart right after a crash must not wait for the old
+/// connections' TIME_WAIT to expire, as ZooKeeper's Java sockets don't).
+fn bind_client_port(address: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let domain = if address.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket that we own and hand over.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// Pending connections the kernel queues per shard (capped by net.core.somaxconn).
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// Starts the server and blocks until it stops.
 pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
     raise_memlock_limit();
@@ -192,7 +215,7 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
             .name(&format!("zoo-shard-{index}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
             .spawn(move || async move {
-                let listener = match glommio::net::TcpListener::bind(address) {
+                let listener = match bind_client_port(address) {
                     Ok(l) => {
                         let _ = bound_tx.send(Ok(()));
                         l

@@ -69,6 +69,7 @@ fn sequential_names_use_the_parent_create_count() {
     assert_eq!(r.read_ustring().unwrap(), "/q/n0000000002");
 }
 
+/// R4: zxids are assigned only to txns that change state, in order.
 #[test]
 fn failed_writes_consume_no_zxid() {
     let (mut core, s) = core_with_session();
@@ -79,6 +80,7 @@ fn failed_writes_consume_no_zxid() {
     assert_eq!(core.last_zxid(), before);
 }
 
+/// R5: a multi is all-or-nothing, with ZooKeeper's per-op error layout.
 #[test]
 fn failed_multi_changes_nothing_and_reports_per_op_errors() {
     let (mut core, s) = core_with_session();
@@ -337,6 +339,8 @@ fn assert_same_state(a: &CommitCore, b: &CommitCore) {
     });
 }
 
+/// R2/R4: replaying the log's bytes in zxid order rebuilds exactly the state that was
+/// acknowledged live.
 #[test]
 fn log_replay_equals_live_apply_for_many_seeds() {
     for seed in 0..40 {
