@@ -55,6 +55,9 @@ pub struct Config {
     pub shards: usize,
     /// `zoo.pin_cores`: pin each shard's executor to a core.
     pub pin_cores: bool,
+    /// `zoo.commit_on_shard`: run the commit path on shard 0's executor instead of its own
+    /// thread (always so when the process may use only one core).
+    pub commit_on_shard: bool,
     /// Every key as read, for `conf`/`envi`.
     pub raw: BTreeMap<String, String>,
 }
@@ -89,6 +92,7 @@ impl Default for Config {
             autopurge_purge_interval_hours: 0,
             shards: 0,
             pin_cores: true,
+            commit_on_shard: false,
             raw: BTreeMap::new(),
         }
     }
@@ -224,6 +228,7 @@ impl Config {
                 }
                 "zoo.shards" => config.shards = int(4096)? as usize,
                 "zoo.pin_cores" => config.pin_cores = boolean()?,
+                "zoo.commit_on_shard" => config.commit_on_shard = boolean()?,
                 k if k.starts_with("server.") => {
                     let id = k["server.".len()..]
                         .parse::<i64>()

@@ -183,20 +183,33 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
     let commit_config = config.clone();
     let log_dir = crate::storage::log::log_directory(&config.data_log_dir);
     let commit_stats = stats.clone();
-    let commit = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("zoo-commit")
-        .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-        .spawn(move || {
-            commit_executor::run(
-                commit_config,
-                core,
-                log_dir,
-                to_commit_receivers,
-                to_shard_senders,
-                commit_stats,
-            )
-        })
-        .map_err(|e| format!("cannot start the commit executor: {e}"))?;
+    let commit_task = move || {
+        commit_executor::run(
+            commit_config,
+            core,
+            log_dir,
+            to_commit_receivers,
+            to_shard_senders,
+            commit_stats,
+        )
+    };
+    // With a spare core the commit executor gets its own thread. When the process may use a
+    // single core, a second thread would only add a scheduler switch to every commit cycle, so
+    // the commit path runs as a task on shard 0's executor instead (cooperative, same queues).
+    let commit_on_shard_zero = cpus.len() <= 1 || config.commit_on_shard;
+    let mut commit_task = Some(commit_task);
+    let commit = if commit_on_shard_zero {
+        None
+    } else {
+        let task = commit_task.take().expect("not taken yet");
+        Some(
+            LocalExecutorBuilder::new(Placement::Unbound)
+                .name("zoo-commit")
+                .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+                .spawn(task)
+                .map_err(|e| format!("cannot start the commit executor: {e}"))?,
+        )
+    };
 
     let (bound_tx, bound_rx) = mpsc::channel::<Result<(), String>>();
     let mut shards = Vec::new();
@@ -211,10 +224,14 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
         let limiter = limiter.clone();
         let initial = initial.clone();
         let bound_tx = bound_tx.clone();
+        let commit_here = if index == 0 { commit_task.take() } else { None };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("zoo-shard-{index}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
             .spawn(move || async move {
+                if let Some(commit) = commit_here {
+                    glommio::spawn_local(commit()).detach();
+                }
                 let listener = match bind_client_port(address) {
                     Ok(l) => {
                         let _ = bound_tx.send(Ok(()));
@@ -262,6 +279,8 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
     for handle in shards {
         let _ = handle.join();
     }
-    let _ = commit.join();
+    if let Some(commit) = commit {
+        let _ = commit.join();
+    }
     Ok(())
 }

@@ -83,6 +83,8 @@ pub struct ZooServer {
     log: PathBuf,
     port: u16,
     child: Option<Child>,
+    /// Environment for the server process (failpoints).
+    env: Vec<(String, String)>,
 }
 
 impl ZooServer {
@@ -90,6 +92,11 @@ impl ZooServer {
     /// 4lw.commands.whitelist=*, then `extra_cfg_lines`; an extra line naming one of those keys
     /// replaces the default) and starts the server, waiting until it answers `srvr`.
     pub fn start(extra_cfg_lines: &[&str]) -> ZooServer {
+        ZooServer::start_with_env(extra_cfg_lines, &[])
+    }
+
+    /// As `start`, with extra environment variables for the server process (kept on restart).
+    pub fn start_with_env(extra_cfg_lines: &[&str], env: &[(&str, &str)]) -> ZooServer {
         let dir = TempDir::new("server");
         let port = free_port();
         let data = dir.path().join("data");
@@ -121,6 +128,7 @@ impl ZooServer {
             log,
             port,
             child: None,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         server.spawn();
         server
@@ -150,6 +158,19 @@ impl ZooServer {
         }
     }
 
+    /// Waits until the server process exits by itself (e.g. after a fatal disk error).
+    pub fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("server is running");
+        let status = wait_for("the server to exit", || child.try_wait().ok().flatten());
+        self.child = None;
+        status
+    }
+
+    /// Replaces the environment used by later restarts.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
     /// SIGKILL: no shutdown code runs, as in a crash or power cut.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -173,6 +194,7 @@ impl ZooServer {
         let child = Command::new(env!("CARGO_BIN_EXE_zoo"))
             .arg("server")
             .arg(&self.cfg)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
