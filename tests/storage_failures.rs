@@ -13,7 +13,11 @@ fn create_until_failure(server: &ZooServer) -> (Vec<String>, Option<String>) {
     let mut acked = Vec::new();
     for i in 0..10_000 {
         let path = format!("/n{i:05}");
-        let frame = common::request_frame(i + 2, common::op::CREATE, &common::create_body(&path, &[7; 100], 0));
+        let frame = common::request_frame(
+            i + 2,
+            common::op::CREATE,
+            &common::create_body(&path, &[7; 100], 0),
+        );
         if client.send_raw(&frame).is_err() {
             return (acked, Some(path));
         }
@@ -30,15 +34,27 @@ fn check_failure_then_recovery(env: (&str, &str)) {
     let mut server = ZooServer::start_with_env(&[], &[env]);
     let (acked, failed_at) = create_until_failure(&server);
     assert!(failed_at.is_some(), "the failpoint never fired");
-    assert!(!acked.is_empty(), "nothing was acknowledged before the failpoint");
+    assert!(
+        !acked.is_empty(),
+        "nothing was acknowledged before the failpoint"
+    );
     let status = server.wait_for_exit();
-    assert!(!status.success(), "a failed sync must stop the server with an error status");
-    assert!(server.log_text().contains("FATAL"), "the server says why it stopped");
+    assert!(
+        !status.success(),
+        "a failed sync must stop the server with an error status"
+    );
+    assert!(
+        server.log_text().contains("FATAL"),
+        "the server says why it stopped"
+    );
     server.set_env(&[]);
     server.restart();
     let mut client = RawClient::connect(server.port());
     for path in &acked {
-        assert!(client.exists(path, false).is_ok(), "acknowledged {path} lost after the disk failure");
+        assert!(
+            client.exists(path, false).is_ok(),
+            "acknowledged {path} lost after the disk failure"
+        );
     }
 }
 

@@ -93,13 +93,15 @@ impl LogWriter {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(segment_name(next_zxid));
         let file = BufferedFile::create(&path).await.map_err(to_io)?;
+        // The header is durable before the file grows: a crash in between leaves either an
+        // empty file or a valid, empty segment, both of which recovery accepts.
+        write_all_at(&file, segment_header(next_zxid).to_vec(), 0).await?;
+        file.fdatasync().await.map_err(to_io)?;
+        sync_directory(dir)?;
         // Zeros past the last record read as "end of log" (docs/FORMAT.md).
         file.pre_allocate(LOG_SEGMENT_BYTES_MAX, false)
             .await
             .map_err(to_io)?;
-        write_all_at(&file, segment_header(next_zxid).to_vec(), 0).await?;
-        file.fdatasync().await.map_err(to_io)?;
-        sync_directory(dir)?;
         Ok(LogWriter {
             dir: dir.to_owned(),
             file,

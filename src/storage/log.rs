@@ -174,7 +174,9 @@ pub fn scan(
             || &bytes[..8] != SEGMENT_MAGIC
             || crc32c::crc32c(&bytes[..24]) != u32::from_be_bytes(bytes[24..28].try_into().unwrap())
         {
-            if is_last && bytes.len() <= SEGMENT_HEADER_BYTES {
+            let never_written = bytes.len() <= SEGMENT_HEADER_BYTES
+                || bytes[..SEGMENT_HEADER_BYTES].iter().all(|b| *b == 0);
+            if is_last && never_written {
                 // Crashed while creating the segment: it never held a record.
                 if repair == Repair::TruncateTornTail {
                     fs::remove_file(path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
@@ -356,5 +358,15 @@ mod tests {
             }
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_last_segment_whose_header_was_never_written_is_removed() {
+        let dir = temp_dir("unwritten");
+        write_records(&dir, 1..=3);
+        let empty = dir.join(segment_name(4));
+        fs::write(&empty, vec![0u8; 4096]).unwrap();
+        assert_eq!(replay(&dir).unwrap(), vec![1, 2, 3]);
+        assert!(!empty.exists());
     }
 }
