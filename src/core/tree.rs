@@ -389,7 +389,22 @@ impl DataTree {
         let node_acl = node.acl.clone();
         self.nodes.insert(key.clone(), Arc::new(node));
         self.data_bytes += (p.len() + data.map_or(0, <[u8]>::len)) as u64;
-        match node_kind(owner) {
+        self.index_kind(&key, node_kind(owner));
+        triggers.push(Trigger {
+            path: key,
+            event: EventType::NodeCreated,
+            acl: node_acl,
+        });
+        triggers.push(Trigger {
+            path: Arc::from(parent_path),
+            event: EventType::NodeChildrenChanged,
+            acl: parent_acl,
+        });
+    }
+
+    /// Records a new node in the index of its kind (ephemerals by owner, containers, TTLs).
+    fn index_kind(&mut self, key: &Path, kind: NodeKind) {
+        match kind {
             NodeKind::Ephemeral(session) => {
                 self.ephemerals
                     .entry(session)
@@ -404,16 +419,6 @@ impl DataTree {
             }
             NodeKind::Persistent => {}
         }
-        triggers.push(Trigger {
-            path: key,
-            event: EventType::NodeCreated,
-            acl: node_acl,
-        });
-        triggers.push(Trigger {
-            path: Arc::from(parent_path),
-            event: EventType::NodeChildrenChanged,
-            acl: parent_acl,
-        });
     }
 
     fn apply_delete(&mut self, zxid: i64, p: &str, triggers: &mut Vec<Trigger>) {
@@ -529,21 +534,7 @@ impl TreeBuilder {
         if &*key != "/" {
             tree.data_bytes += (key.len() + node.data_len()) as u64;
         }
-        match node.kind() {
-            NodeKind::Ephemeral(session) => {
-                tree.ephemerals
-                    .entry(session)
-                    .or_default()
-                    .insert(key.clone());
-            }
-            NodeKind::Container => {
-                tree.containers.insert(key.clone());
-            }
-            NodeKind::Ttl(_) => {
-                tree.ttls.insert(key.clone());
-            }
-            NodeKind::Persistent => {}
-        }
+        tree.index_kind(&key, node.kind());
         if tree.nodes.insert(key, Arc::new(node)).is_some() {
             return Err("a duplicate path");
         }
