@@ -405,3 +405,62 @@ fn snapshot_plus_log_tail_equals_live_apply() {
     }
     assert_same_state(&live, &restored);
 }
+
+#[test]
+fn empty_used_containers_and_expired_ttl_nodes_are_reaped() {
+    let config = CoreConfig {
+        extended_types_enabled: true,
+        ..CoreConfig::default()
+    };
+    let mut core = CommitCore::new(config, 0);
+    let owner = ConnectionRef {
+        shard: 0,
+        connection_id: 1,
+    };
+    let (Attach::Attached { session_id: s, .. }, _) =
+        core.create_session(10_000, [1; 16], owner, 0, &mut Vec::new())
+    else {
+        panic!("attached")
+    };
+    write(&mut core, s, create("/never-used", 4));
+    write(&mut core, s, create("/used", 4));
+    write(&mut core, s, create("/used/child", 0));
+    let ttl = |path: &str| {
+        Request::Create(CreateRequest {
+            opcode: opcode::CREATE_TTL,
+            path: path.into(),
+            data: None,
+            acl: open(),
+            flags: 5,
+            ttl: 1_000,
+        })
+    };
+    assert_eq!(write(&mut core, s, ttl("/ttl")).reply.err, 0);
+    // A container that never had children and one that still has a child are kept.
+    assert!(
+        core.reap_candidates(2_500)
+            .iter()
+            .all(|p| p != "/never-used" && p != "/used")
+    );
+    write(
+        &mut core,
+        s,
+        Request::Delete {
+            path: "/used/child".into(),
+            version: -1,
+        },
+    );
+    let now = 2_000 + 1_001; // the TTL node was last modified at 2,000 (see `write`)
+    let candidates = core.reap_candidates(now);
+    assert!(candidates.contains(&"/used".to_string()), "{candidates:?}");
+    assert!(candidates.contains(&"/ttl".to_string()), "{candidates:?}");
+    for p in candidates {
+        core.reap(&p, now, &mut Vec::new())
+            .expect("still qualifies");
+    }
+    assert!(!core.tree().contains("/used") && !core.tree().contains("/ttl"));
+    assert!(core.tree().contains("/never-used"));
+    // The TTL is measured from the last modification: a fresh TTL node is kept.
+    write(&mut core, s, ttl("/ttl2"));
+    assert!(core.reap_candidates(2_500).is_empty());
+}
