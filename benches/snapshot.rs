@@ -39,11 +39,7 @@ fn snapshot(c: &mut Criterion) {
         .core
         .session_records()
         .into_iter()
-        .map(|(id, timeout_ms, password)| SessionRecord {
-            id,
-            timeout_ms,
-            password,
-        })
+        .map(SessionRecord::from)
         .collect();
     eprintln!(
         "snapshot: built {} znodes in {:.1?}",

@@ -310,11 +310,7 @@ impl CommitExecutor {
             .core
             .session_records()
             .into_iter()
-            .map(|(id, timeout_ms, password)| SessionRecord {
-                id,
-                timeout_ms,
-                password,
-            })
+            .map(SessionRecord::from)
             .collect();
         let dir = self.snapshots.dir.clone();
         let in_progress = self.snapshots.in_progress.clone();

@@ -29,6 +29,17 @@ pub struct SessionRecord {
     pub password: [u8; 16],
 }
 
+/// From the commit core's `session_records()` form: (id, timeout, password).
+impl From<(i64, i32, [u8; 16])> for SessionRecord {
+    fn from((id, timeout_ms, password): (i64, i32, [u8; 16])) -> Self {
+        SessionRecord {
+            id,
+            timeout_ms,
+            password,
+        }
+    }
+}
+
 /// What a snapshot's header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotHeader {
