@@ -146,6 +146,25 @@ fn bind_client_port(address: SocketAddr) -> std::io::Result<glommio::net::TcpLis
     Ok(unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
+/// SO_REUSEPORT would let a second server (say, a second zoo started by mistake) share the
+/// port silently, each getting some of the connections. So first see whether anything already
+/// accepts connections there, and refuse to start if so, as a ZooKeeper server's bind would.
+/// (A probe bind is no good: connections of a crashed predecessor that are still closing hold
+/// the port for plain binds, though not for SO_REUSEPORT ones.)
+fn ensure_port_is_free(address: SocketAddr) -> Result<(), String> {
+    let target = if address.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::from([127, 0, 0, 1]), address.port())
+    } else {
+        address
+    };
+    match std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_millis(500)) {
+        Ok(_) => Err(format!(
+            "cannot listen on {address}: a server already accepts connections there"
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Pending connections the kernel queues per shard (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 1024;
 
@@ -211,6 +230,7 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
         )
     };
 
+    ensure_port_is_free(address)?;
     let (bound_tx, bound_rx) = mpsc::channel::<Result<(), String>>();
     let mut shards = Vec::new();
     for (index, (to_commit_tx, to_shard_rx)) in shard_ends.into_iter().enumerate() {
