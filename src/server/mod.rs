@@ -149,21 +149,39 @@ fn bind_client_port(address: SocketAddr) -> std::io::Result<glommio::net::TcpLis
 /// SO_REUSEPORT would let a second server (say, a second zoo started by mistake) share the
 /// port silently, each getting some of the connections. So first see whether anything already
 /// accepts connections there, and refuse to start if so, as a ZooKeeper server's bind would.
-/// (A probe bind is no good: connections of a crashed predecessor that are still closing hold
-/// the port for plain binds, though not for SO_REUSEPORT ones.)
+///
+/// A probe bind is no good: connections of a crashed predecessor that are still closing hold
+/// the port for plain binds. And a listener of a predecessor killed a moment ago can still
+/// accept for a short while, until the kernel tears down its io_uring ring; so a port counts as
+/// busy only if it keeps accepting for `PORT_BUSY_GRACE_MS`.
 fn ensure_port_is_free(address: SocketAddr) -> Result<(), String> {
     let target = if address.ip().is_unspecified() {
         SocketAddr::new(IpAddr::from([127, 0, 0, 1]), address.port())
     } else {
         address
     };
-    match std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_millis(500)) {
-        Ok(_) => Err(format!(
-            "cannot listen on {address}: a server already accepts connections there"
-        )),
-        Err(_) => Ok(()),
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PORT_BUSY_GRACE_MS);
+    loop {
+        match std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_millis(500)) {
+            // A connection to itself (TCP simultaneous open, possible when the port is in the
+            // ephemeral range) means nobody listens.
+            Ok(stream) if stream.local_addr().ok() == stream.peer_addr().ok() => return Ok(()),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "cannot listen on {address}: a server already accepts connections there"
+                ));
+            }
+            Err(_) => return Ok(()),
+        }
     }
 }
+
+/// How long a port may keep accepting connections before it counts as served by another
+/// process (see `ensure_port_is_free`).
+const PORT_BUSY_GRACE_MS: u64 = 3_000;
 
 /// Pending connections the kernel queues per shard (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 1024;
