@@ -194,24 +194,21 @@ impl CommitCore {
         )
     }
 
-    /// Re-attaches an existing session to a new connection.
+    /// Re-attaches an existing session to a new connection. As in ZooKeeper, the session keeps
+    /// the timeout negotiated at creation, and the client is told that one.
     pub fn reattach_session(
         &mut self,
         session_id: i64,
         password: &[u8],
-        requested_timeout_ms: i32,
         owner: ConnectionRef,
         now_ms: i64,
     ) -> Attach {
         if !self.sessions.password_matches(session_id, password) {
             return Attach::Expired;
         }
-        let timeout_ms = self.negotiate_timeout(requested_timeout_ms);
         let session = self.sessions.get_mut(session_id).expect("checked above");
         session.last_heard_ms = now_ms;
         let previous = session.owner.replace(owner).filter(|p| *p != owner);
-        // ZooKeeper keeps the timeout negotiated at creation; the client is told that one.
-        let _ = timeout_ms;
         Attach::Attached {
             session_id,
             timeout_ms: session.timeout_ms,

@@ -174,7 +174,6 @@ impl CommitExecutor {
                         let attach = self.core.reattach_session(
                             attempt.session_id,
                             &attempt.password,
-                            attempt.timeout_ms,
                             connection,
                             now,
                         );

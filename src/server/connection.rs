@@ -843,7 +843,6 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
         loop {
             match frames.next_frame() {
                 Frame::Complete(a, b) => {
-                    // Copy out the frame so the buffer can be refilled while a write waits.
                     let next = connection.on_frame(frames.frame((a, b)));
                     match next {
                         Next::Continue => {}
