@@ -14,6 +14,7 @@
 //! * `config` reads zoo.cfg.
 
 pub mod config;
+pub mod consensus;
 pub mod core;
 pub mod error;
 pub mod jute;
