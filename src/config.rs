@@ -15,6 +15,87 @@ pub struct ServerLine {
     pub spec: String,
 }
 
+/// A parsed `server.N` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: i64,
+    pub host: String,
+    pub quorum_port: u16,
+    pub election_port: u16,
+    pub observer: bool,
+    /// `;[clientAddr:]clientPort`, when the line names one.
+    pub client_address: Option<String>,
+}
+
+impl Member {
+    /// Parses `host:quorumPort:electionPort[:participant|observer][;[clientAddr:]clientPort]`.
+    pub fn parse(id: i64, spec: &str) -> Result<Member, String> {
+        let (servers, client) = match spec.split_once(';') {
+            Some((a, b)) => (a.trim(), Some(b.trim())),
+            None => (spec.trim(), None),
+        };
+        // An IPv6 host is bracketed: [::1]:2888:3888.
+        let (host, rest) = if let Some(stripped) = servers.strip_prefix('[') {
+            let (h, r) = stripped
+                .split_once(']')
+                .ok_or("unterminated [ in the host")?;
+            (h.to_owned(), r.strip_prefix(':').unwrap_or(r))
+        } else {
+            let (h, r) = servers
+                .split_once(':')
+                .ok_or("expected host:quorumPort:electionPort")?;
+            (h.to_owned(), r)
+        };
+        let mut parts = rest.split(':');
+        let port = |p: Option<&str>, what: &str| -> Result<u16, String> {
+            p.and_then(|p| p.trim().parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{what} is not a port number"))
+        };
+        let quorum_port = port(parts.next(), "the quorum port")?;
+        let election_port = port(parts.next(), "the election port")?;
+        let observer = match parts.next().map(str::trim) {
+            None | Some("participant") => false,
+            Some("observer") => true,
+            Some(other) => return Err(format!("unknown role '{other}'")),
+        };
+        if parts.next().is_some() {
+            return Err("too many ':' fields".into());
+        }
+        let client_address = match client {
+            None | Some("") => None,
+            Some(c) if c.contains(':') => Some(c.to_owned()),
+            Some(c) => Some(format!("0.0.0.0:{c}")),
+        };
+        Ok(Member {
+            id,
+            host,
+            quorum_port,
+            election_port,
+            observer,
+            client_address,
+        })
+    }
+
+    /// The line's value as ZooKeeper writes it in `/zookeeper/config`.
+    pub fn spec(&self) -> String {
+        let role = if self.observer {
+            "observer"
+        } else {
+            "participant"
+        };
+        let mut out = format!(
+            "{}:{}:{}:{role}",
+            self.host, self.quorum_port, self.election_port
+        );
+        if let Some(c) = &self.client_address {
+            out.push(';');
+            out.push_str(c);
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub tick_time_ms: i32,
@@ -37,6 +118,8 @@ pub struct Config {
     pub global_outstanding_limit: usize,
     pub server_id: i64,
     pub servers: Vec<ServerLine>,
+    /// The ensemble, parsed from the `server.N` lines (empty when standalone).
+    pub members: Vec<Member>,
     pub read_only_mode_enabled: bool,
     pub reconfig_enabled: bool,
     /// `znode.container.checkIntervalMs`.
@@ -58,6 +141,8 @@ pub struct Config {
     /// `zoo.commit_on_shard`: run the commit path on shard 0's executor instead of its own
     /// thread (always so when the process may use only one core).
     pub commit_on_shard: bool,
+    /// `zoo.election_ticks`: election timeout lower bound in replication ticks (50 ms).
+    pub election_ticks: u32,
     /// Every key as read, for `conf`/`envi`.
     pub raw: BTreeMap<String, String>,
 }
@@ -82,6 +167,7 @@ impl Default for Config {
             global_outstanding_limit: 1000,
             server_id: 0,
             servers: Vec::new(),
+            members: Vec::new(),
             read_only_mode_enabled: false,
             reconfig_enabled: false,
             container_check_interval_ms: 60_000,
@@ -93,6 +179,7 @@ impl Default for Config {
             shards: 0,
             pin_cores: true,
             commit_on_shard: false,
+            election_ticks: crate::server::limits::RAFT_ELECTION_TICKS_DEFAULT,
             raw: BTreeMap::new(),
         }
     }
@@ -229,12 +316,18 @@ impl Config {
                 "zoo.shards" => config.shards = int(4096)? as usize,
                 "zoo.pin_cores" => config.pin_cores = boolean()?,
                 "zoo.commit_on_shard" => config.commit_on_shard = boolean()?,
+                "zoo.election_ticks" => config.election_ticks = int(10_000)?.max(2) as u32,
                 k if k.starts_with("server.") => {
                     let id = k["server.".len()..]
                         .parse::<i64>()
                         .ok()
                         .filter(|id| (0..=255).contains(id))
                         .ok_or_else(|| bad("server.N needs N from 0 to 255"))?;
+                    let member = Member::parse(id, value).map_err(|m| bad(&m))?;
+                    if config.members.iter().any(|m| m.id == id) {
+                        return Err(bad("server id given twice"));
+                    }
+                    config.members.push(member);
                     config.servers.push(ServerLine {
                         id,
                         spec: value.to_owned(),
@@ -275,6 +368,12 @@ impl Config {
         Ok(())
     }
 
+    /// Replicated when two or more `server.N` lines are given; with one, ZooKeeper (with its
+    /// default standaloneEnabled=true) runs standalone, and so do we.
+    pub fn is_ensemble(&self) -> bool {
+        self.members.len() >= 2
+    }
+
     pub fn four_letter_allowed(&self, command: &str) -> bool {
         command == "srvr"
             || (command == "isro" && self.read_only_mode_enabled)
@@ -288,6 +387,34 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_lines_parse_in_every_zookeeper_form() {
+        let m = Member::parse(2, "localhost:2888:3888").unwrap();
+        assert_eq!(
+            (m.host.as_str(), m.quorum_port, m.election_port),
+            ("localhost", 2888, 3888)
+        );
+        assert!(!m.observer && m.client_address.is_none());
+        let m = Member::parse(3, "10.0.0.3:2888:3888:observer;2181").unwrap();
+        assert!(m.observer);
+        assert_eq!(m.client_address.as_deref(), Some("0.0.0.0:2181"));
+        let m = Member::parse(4, "[::1]:2888:3888:participant;127.0.0.1:2182").unwrap();
+        assert_eq!(m.host, "::1");
+        assert_eq!(m.client_address.as_deref(), Some("127.0.0.1:2182"));
+        assert_eq!(m.spec(), "::1:2888:3888:participant;127.0.0.1:2182");
+        for bad in [
+            "localhost",
+            "localhost:2888",
+            "h:0:1",
+            "h:1:2:leader",
+            "h:1:2:observer:x",
+        ] {
+            assert!(Member::parse(1, bad).is_err(), "{bad}");
+        }
+        let e = Config::parse("server.1=localhost:x:3888\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (1, "server.1"));
+    }
 
     #[test]
     fn defaults_follow_zookeeper() {

@@ -80,22 +80,47 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
     let log_dir = zoo::storage::log::log_directory(&config.data_log_dir);
     let snapshot_dir = zoo::storage::snapshot::snapshot_directory(&config.data_dir);
     let core_config = zoo::server::commit_executor::core_config(&config);
-    let (core, report) =
-        match recovery::recover_state(core_config, &snapshot_dir, &log_dir, now, |done, total| {
-            eprintln!("zoo: loading snapshot: {}%", done * 100 / total.max(1));
-        }) {
-            Ok(v) => v,
+    let progress = |done: u64, total: u64| {
+        eprintln!("zoo: loading snapshot: {}%", done * 100 / total.max(1));
+    };
+    let recovered = if config.is_ensemble() {
+        let hard = match zoo::storage::vote::load(&zoo::storage::vote::vote_path(&config.data_dir))
+        {
+            Ok(h) => h,
             Err(e) => {
                 eprintln!("zoo: cannot start: {e}");
-                eprintln!(
-                    "zoo: nothing was changed on disk; restore the data directory from a backup, \
-                     or move the damaged file aside if an older snapshot and the log cover it"
-                );
                 return ExitCode::FAILURE;
             }
         };
+        recovery::recover_replicated(core_config, &snapshot_dir, &log_dir, now, progress).map(
+            |(applied, records, report)| {
+                (
+                    zoo::server::Start::Replicated(zoo::server::ensemble::Recovered {
+                        applied,
+                        records,
+                        hard,
+                    }),
+                    report,
+                )
+            },
+        )
+    } else {
+        recovery::recover_state(core_config, &snapshot_dir, &log_dir, now, progress)
+            .map(|(core, report)| (zoo::server::Start::Standalone(core), report))
+    };
+    let (start, report) = match recovered {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("zoo: cannot start: {e}");
+            eprintln!(
+                "zoo: nothing was changed on disk; restore the data directory from a backup, \
+                 or move the damaged file aside if an older snapshot and the log cover it"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     eprintln!("zoo: recovery: {report}");
-    match zoo::server::run(config, core) {
+    match zoo::server::run(config, start) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zoo: {e}");

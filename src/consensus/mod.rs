@@ -45,6 +45,15 @@ pub struct HardState {
     pub voted_for: Option<NodeId>,
 }
 
+/// What a replica finds on disk at start: its vote, the applied prefix ending at
+/// `base_zxid` (a snapshot), and the durable entries after it.
+#[derive(Debug, Clone, Default)]
+pub struct Durable {
+    pub hard: HardState,
+    pub base_zxid: i64,
+    pub entries: Vec<Entry>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// "Would you vote for me in `term`?" Changes no state on the receiver.
@@ -197,18 +206,20 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// A replica restarted from its durable state: `hard`, the applied prefix ending at
-    /// `base_zxid`, and the durable entries after it.
+    /// A replica restarted from its durable state (see [`Durable`]).
     pub fn new(
         id: NodeId,
         voters: impl IntoIterator<Item = NodeId>,
         observers: impl IntoIterator<Item = NodeId>,
-        hard: HardState,
-        base_zxid: i64,
-        entries: Vec<Entry>,
+        durable: Durable,
         timing: Timing,
         seed: u64,
     ) -> Replica {
+        let Durable {
+            hard,
+            base_zxid,
+            entries,
+        } = durable;
         let voters: BTreeSet<NodeId> = voters.into_iter().collect();
         let observers: BTreeSet<NodeId> = observers.into_iter().collect();
         let log: VecDeque<Entry> = entries.into();

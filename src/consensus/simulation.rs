@@ -45,13 +45,17 @@ struct Node {
     applied_zxid: i64,
     up: bool,
     /// Ready output not yet durable: (hard, truncate, entries, messages after persist).
-    pending: Vec<(
-        Option<HardState>,
-        Option<i64>,
-        Vec<Entry>,
-        Vec<(NodeId, Message)>,
-    )>,
+    pending: Vec<Unsynced>,
 }
+
+/// One driver cycle's output not yet durable: (vote, truncation, entries, messages that
+/// wait for them).
+type Unsynced = (
+    Option<HardState>,
+    Option<i64>,
+    Vec<Entry>,
+    Vec<(NodeId, Message)>,
+);
 
 struct Flight {
     at: u64,
@@ -122,9 +126,7 @@ impl Sim {
                 *id,
                 voter_ids.clone(),
                 observer_ids.clone(),
-                HardState::default(),
-                0,
-                Vec::new(),
+                Durable::default(),
                 timing(),
                 seed.wrapping_mul(31).wrapping_add(*id as u64),
             );
@@ -338,9 +340,11 @@ impl Sim {
             id,
             voters,
             observers,
-            disk.hard,
-            disk.snapshot_zxid,
-            disk.log.clone(),
+            Durable {
+                hard: disk.hard,
+                base_zxid: disk.snapshot_zxid,
+                entries: disk.log.clone(),
+            },
             timing(),
             seed,
         );

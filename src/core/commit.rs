@@ -70,10 +70,14 @@ pub struct WriteOutcome {
     pub txn: Option<(TxnHeader, Txn)>,
 }
 
+#[derive(Clone)]
 pub struct CommitCore {
     config: CoreConfig,
     tree: DataTree,
     sessions: SessionTable,
+    /// The replication term: the first txn of a newer term gets zxid `epoch << 32 | 1`.
+    /// Always 0 when standalone.
+    epoch: u64,
 }
 
 /// The result of a handshake.
@@ -97,6 +101,7 @@ impl CommitCore {
             config,
             tree: DataTree::new(),
             sessions,
+            epoch: 0,
         }
     }
 
@@ -149,9 +154,34 @@ impl CommitCore {
         TxnHeader {
             session_id,
             xid,
-            zxid: self.tree.last_zxid() + 1,
+            zxid: self.next_zxid(),
             time_ms: now_ms,
         }
+    }
+
+    /// The zxid the next txn gets: dense within a term, `epoch << 32 | 1` when a new term
+    /// begins (ZooKeeper's epoch and counter).
+    pub fn next_zxid(&self) -> i64 {
+        let last = self.tree.last_zxid();
+        if ((last as u64) >> 32) < self.epoch {
+            ((self.epoch << 32) | 1) as i64
+        } else {
+            last + 1
+        }
+    }
+
+    /// Starts numbering txns in replication term `epoch`.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+    }
+
+    /// A txn that changes nothing but takes the next zxid: a new leader's first entry, which
+    /// commits every entry before it (Raft §5.4.2).
+    pub fn apply_epoch_start(&mut self, now_ms: i64) -> (TxnHeader, Txn) {
+        let header = self.next_header(0, 0, now_ms);
+        let txn = Txn::Check;
+        self.apply(&header, &txn, &mut Vec::new());
+        (header, txn)
     }
 
     pub fn negotiate_timeout(&self, requested_ms: i32) -> i32 {

@@ -25,7 +25,7 @@ pub struct Session {
     pub closing: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SessionTable {
     sessions: HashMap<i64, Session>,
     next_id: i64,

@@ -184,7 +184,9 @@ impl CommitExecutor {
                         result,
                     });
                 }
-                ToCommit::Write { connection, write } => {
+                ToCommit::Write {
+                    connection, write, ..
+                } => {
                     writes += 1;
                     self.core.touch(write.session_id, now);
                     let outcome = self.core.process_write(write, now, &mut scratch);
@@ -226,6 +228,9 @@ impl CommitExecutor {
                             });
                         }
                     }
+                }
+                ToCommit::Peer { .. } | ToCommit::PeerLost { .. } | ToCommit::RaftTick => {
+                    unreachable!("no peers when standalone")
                 }
                 ToCommit::ReapTick => {
                     let candidates = self.core.reap_candidates(now);

@@ -492,9 +492,11 @@ impl Connection {
                 request,
                 auth: self.auth(),
             };
+            let frame = self.shard.config.is_ensemble().then(|| frame.to_vec());
             return Next::Forward(ToCommit::Write {
                 connection: self.connection_ref(),
                 write,
+                frame,
             });
         }
         if !self.state.borrow().pending.is_empty() {
@@ -806,7 +808,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     };
     let read_only = request.read_only.map(|_| false);
     let response = match result {
-        ConnectResult::ZxidAhead => return,
+        ConnectResult::ZxidAhead | ConnectResult::NotServing => return,
         ConnectResult::Expired => {
             let response = ConnectResponse {
                 protocol_version: 0,

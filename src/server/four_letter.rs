@@ -58,7 +58,7 @@ pub fn respond(shard: &Shard, command: &str) -> String {
             let _ = writeln!(out, "Connections: {}", stats.sum(|s| &s.connections));
             let _ = writeln!(out, "Outstanding: {}", stats.sum(|s| &s.outstanding));
             let _ = writeln!(out, "Zxid: 0x{:x}", stats.commit.last_zxid.load(Relaxed));
-            out.push_str("Mode: standalone\n");
+            let _ = writeln!(out, "Mode: {}", stats.mode().name());
             let _ = writeln!(out, "Node count: {}", stats.commit.node_count.load(Relaxed));
         }
         "mntr" => {
@@ -67,7 +67,7 @@ pub fn respond(shard: &Shard, command: &str) -> String {
             let batches = commit.batches.load(Relaxed).max(1);
             let rows: Vec<(&str, String)> = vec![
                 ("zk_version", version_line()),
-                ("zk_server_state", "standalone".into()),
+                ("zk_server_state", stats.mode().name().into()),
                 ("zk_avg_latency", format!("{avg:.4}")),
                 ("zk_max_latency", format!("{max:.0}")),
                 ("zk_min_latency", format!("{min:.0}")),
@@ -139,6 +139,17 @@ pub fn respond(shard: &Shard, command: &str) -> String {
                     ),
                 ),
             ];
+            let mut rows = rows;
+            if stats.mode() == crate::server::stats::ServerMode::Leader {
+                let voters = shard.config.members.iter().filter(|m| !m.observer).count();
+                let learners = shard.config.members.len().saturating_sub(1);
+                rows.push(("zk_learners", learners.to_string()));
+                rows.push(("zk_followers", voters.saturating_sub(1).to_string()));
+                rows.push((
+                    "zk_synced_followers",
+                    commit.synced_followers.load(Relaxed).to_string(),
+                ));
+            }
             for (key, value) in rows {
                 let _ = writeln!(out, "{key}\t{value}");
             }

@@ -36,3 +36,25 @@ pub const TOUCH_REPORT_INTERVAL_MS: u64 = 500;
 
 /// Largest four-letter-word reply we build (dump/cons on a very busy server are cut here).
 pub const FOUR_LETTER_REPLY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Largest frame accepted from another server (a catch-up snapshot travels as one frame).
+pub const PEER_FRAME_BYTES_MAX: usize = 1 << 30;
+
+/// Frames queued for one other server before new ones are dropped (replication retries).
+pub const PEER_QUEUE_FRAMES_MAX: usize = 4096;
+
+/// Pause between attempts to connect to another server.
+pub const PEER_RECONNECT_MS: u64 = 100;
+
+/// The replication clock: heartbeats go out every tick.
+pub const RAFT_TICK_MS: u64 = 50;
+
+/// Election timeout lower bound, in ticks (drawn from [1, 2) × this; `zoo.election_ticks`).
+pub const RAFT_ELECTION_TICKS_DEFAULT: u32 = 20;
+
+/// Most entries in one append message.
+pub const RAFT_APPEND_ENTRIES_MAX: usize = 4096;
+
+/// Applied entries kept in memory so that a lagging server catches up from the log rather
+/// than from a snapshot.
+pub const RAFT_LOG_RETAIN_ENTRIES: usize = 50_000;

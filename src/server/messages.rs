@@ -29,6 +29,9 @@ pub enum ToCommit {
     Write {
         connection: ConnectionRef,
         write: WriteRequest,
+        /// The request frame as received, kept only in an ensemble, where a follower forwards
+        /// it to the leader.
+        frame: Option<Vec<u8>>,
     },
     /// Sessions that had traffic since the last report.
     Touch {
@@ -43,6 +46,17 @@ pub enum ToCommit {
     ExpiryTick,
     /// Timer: reap empty containers and expired TTL nodes.
     ReapTick,
+    /// Ensemble: a message from another server.
+    Peer {
+        from: i64,
+        message: crate::server::peer::PeerMessage,
+    },
+    /// Ensemble: the connection from another server broke.
+    PeerLost {
+        from: i64,
+    },
+    /// Ensemble: the replication clock.
+    RaftTick,
 }
 
 /// What a handshake came to.
@@ -57,6 +71,9 @@ pub enum ConnectResult {
     Expired,
     /// The client has seen a newer zxid than this server: close without a response.
     ZxidAhead,
+    /// In an ensemble, this server is not following a leader: close without a response, so
+    /// that the client tries another server (as ZooKeeper does while it is LOOKING).
+    NotServing,
 }
 
 /// A new state of the tree, shared by every shard.

@@ -8,10 +8,12 @@
 
 pub mod commit_executor;
 pub mod connection;
+pub mod ensemble;
 pub mod four_letter;
 pub mod limits;
 pub mod log_writer;
 pub mod messages;
+pub mod peer;
 pub mod shard;
 pub mod stats;
 
@@ -186,8 +188,18 @@ const PORT_BUSY_GRACE_MS: u64 = 3_000;
 /// Pending connections the kernel queues per shard (capped by net.core.somaxconn).
 const LISTEN_BACKLOG: i32 = 1024;
 
+/// The recovered state a server starts from.
+pub enum Start {
+    Standalone(CommitCore),
+    /// A member of an ensemble: the committed state plus log entries not yet known committed.
+    Replicated(ensemble::Recovered),
+}
+
 /// Starts the server and blocks until it stops.
-pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
+pub fn run(config: Config, start: Start) -> Result<(), String> {
+    if config.is_ensemble() {
+        ensemble::validate(&config)?;
+    }
     raise_memlock_limit();
     let cpus = allowed_cpus();
     let shard_count = if config.shards == 0 {
@@ -199,9 +211,19 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
     let config = Arc::new(config);
     let stats = Arc::new(ServerStats::new(shard_count));
     let limiter = Arc::new(ConnectionLimiter::default());
-    commit_executor::publish_commit_stats(&core, &stats);
+    let state = match &start {
+        Start::Standalone(core) => core,
+        Start::Replicated(r) => &r.applied,
+    };
+    commit_executor::publish_commit_stats(state, &stats);
+    if config.is_ensemble() {
+        stats.commit.mode.store(
+            stats::ServerMode::Looking as u8,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     let initial = Arc::new(Published {
-        tree: core.tree().clone(),
+        tree: state.tree().clone(),
         triggers: Vec::new(),
     });
 
@@ -220,15 +242,25 @@ pub fn run(config: Config, core: CommitCore) -> Result<(), String> {
     let commit_config = config.clone();
     let log_dir = crate::storage::log::log_directory(&config.data_log_dir);
     let commit_stats = stats.clone();
-    let commit_task = move || {
-        commit_executor::run(
-            commit_config,
-            core,
-            log_dir,
-            to_commit_receivers,
-            to_shard_senders,
-            commit_stats,
-        )
+    let commit_task = move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        match start {
+            Start::Standalone(core) => Box::pin(commit_executor::run(
+                commit_config,
+                core,
+                log_dir,
+                to_commit_receivers,
+                to_shard_senders,
+                commit_stats,
+            )),
+            Start::Replicated(recovered) => Box::pin(ensemble::run(
+                commit_config,
+                recovered,
+                log_dir,
+                to_commit_receivers,
+                to_shard_senders,
+                commit_stats,
+            )),
+        }
     };
     // With a spare core the commit executor gets its own thread. When the process may use a
     // single core, a second thread would only add a scheduler switch to every commit cycle, so

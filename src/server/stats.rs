@@ -67,9 +67,50 @@ impl ShardStats {
     }
 }
 
+/// What this server is, as `srvr` and `mntr` say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ServerMode {
+    Standalone = 0,
+    Leader = 1,
+    Follower = 2,
+    Observer = 3,
+    /// In an ensemble, without a leader it follows (ZooKeeper's LOOKING).
+    Looking = 4,
+}
+
+impl ServerMode {
+    pub fn from_u8(v: u8) -> ServerMode {
+        match v {
+            1 => ServerMode::Leader,
+            2 => ServerMode::Follower,
+            3 => ServerMode::Observer,
+            4 => ServerMode::Looking,
+            _ => ServerMode::Standalone,
+        }
+    }
+
+    /// The word ZooKeeper prints after `Mode:` and as `zk_server_state`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerMode::Standalone => "standalone",
+            ServerMode::Leader => "leader",
+            ServerMode::Follower => "follower",
+            ServerMode::Observer => "observer",
+            ServerMode::Looking => "looking",
+        }
+    }
+}
+
 /// Figures the commit executor publishes.
 #[derive(Debug, Default)]
 pub struct CommitStats {
+    /// A [`ServerMode`] as u8.
+    pub mode: std::sync::atomic::AtomicU8,
+    /// Voters other than the leader that have the leader's committed state (leader only).
+    pub synced_followers: AtomicU64,
+    /// The leader this server follows; -1 when none.
+    pub leader_id: AtomicI64,
     pub last_zxid: AtomicI64,
     pub sessions: AtomicU64,
     pub node_count: AtomicU64,
@@ -90,6 +131,10 @@ pub struct ServerStats {
 }
 
 impl ServerStats {
+    pub fn mode(&self) -> ServerMode {
+        ServerMode::from_u8(self.commit.mode.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     pub fn new(shards: usize) -> ServerStats {
         ServerStats {
             started: Instant::now(),

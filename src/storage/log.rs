@@ -233,7 +233,10 @@ pub fn scan(
                 Err(e) => return Err(corrupt(offset, format!("undecodable txn: {e}"))),
             };
             if zxid > after_zxid {
-                if stats.records == 0 && zxid != after_zxid + 1 {
+                // Dense within a term; a new term (leader) starts its counter at 1.
+                let continues = zxid == after_zxid + 1
+                    || (zxid & 0xffff_ffff == 1 && zxid >> 32 > after_zxid >> 32);
+                if stats.records == 0 && !continues {
                     return Err(corrupt(
                         offset,
                         format!(

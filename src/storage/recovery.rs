@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::core::commit::{CommitCore, CoreConfig};
+use crate::core::txn::{Txn, TxnHeader};
 use crate::storage::log::{self, RecoveryError};
 use crate::storage::snapshot::{self, SnapshotError};
 
@@ -54,8 +55,54 @@ pub fn recover_state(
     snapshot_dir: &Path,
     log_dir: &Path,
     now_ms: i64,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<(CommitCore, RecoveryReport), String> {
+    let (core, (), report) = recover_with(
+        config,
+        snapshot_dir,
+        log_dir,
+        now_ms,
+        progress,
+        |core, (), header, txn| core.apply(&header, &txn, &mut Vec::new()),
+    )?;
+    Ok((core, report))
+}
+
+/// Encoded log records with their zxids, in log order.
+pub type LogRecords = Vec<(i64, Vec<u8>)>;
+
+/// For a replicated server: the newest usable snapshot becomes the state, and the log records
+/// after it are returned unapplied, encoded, because they may not be committed (the leader
+/// says which are; ARCHITECTURE.md R9).
+pub fn recover_replicated(
+    config: CoreConfig,
+    snapshot_dir: &Path,
+    log_dir: &Path,
+    now_ms: i64,
+    progress: impl FnMut(u64, u64),
+) -> Result<(CommitCore, LogRecords, RecoveryReport), String> {
+    recover_with(
+        config,
+        snapshot_dir,
+        log_dir,
+        now_ms,
+        progress,
+        |_core, records: &mut LogRecords, header, txn| {
+            let mut bytes = Vec::new();
+            log::encode_record(&header, &txn, &mut bytes);
+            records.push((header.zxid, bytes));
+        },
+    )
+}
+
+fn recover_with<T: Default>(
+    config: CoreConfig,
+    snapshot_dir: &Path,
+    log_dir: &Path,
+    now_ms: i64,
+    mut progress: impl FnMut(u64, u64),
+    mut replay: impl FnMut(&mut CommitCore, &mut T, TxnHeader, Txn),
+) -> Result<(CommitCore, T, RecoveryReport), String> {
     let mut report = RecoveryReport::default();
     let snapshots = snapshot::list_snapshots(snapshot_dir)
         .map_err(|e| format!("cannot list snapshots in {}: {e}", snapshot_dir.display()))?;
@@ -92,8 +139,9 @@ pub fn recover_state(
         report.snapshot_load_time = started.elapsed();
         let started = Instant::now();
         let after = core.last_zxid();
+        let mut collected = T::default();
         let replayed = log::recover_after(log_dir, after, |header, txn| {
-            core.apply(&header, &txn, &mut Vec::new());
+            replay(&mut core, &mut collected, header, txn);
         });
         match replayed {
             Ok(stats) => {
@@ -101,7 +149,7 @@ pub fn recover_state(
                 report.torn_tail_truncated = stats.torn_tail_truncated;
                 report.log_replay_time = started.elapsed();
                 core.restart_session_clocks(now_ms);
-                return Ok((core, report));
+                return Ok((core, collected, report));
             }
             Err(e @ RecoveryError::Corrupt(_)) => {
                 last_error = Some(e.to_string());

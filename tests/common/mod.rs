@@ -97,10 +97,24 @@ impl ZooServer {
 
     /// As `start`, with extra environment variables for the server process (kept on restart).
     pub fn start_with_env(extra_cfg_lines: &[&str], env: &[(&str, &str)]) -> ZooServer {
+        let mut server = ZooServer::configure(free_port(), None, extra_cfg_lines, env);
+        server.spawn();
+        server
+    }
+
+    /// Writes the config (and `myid`, for an ensemble member) without starting the server.
+    pub fn configure(
+        port: u16,
+        myid: Option<i64>,
+        extra_cfg_lines: &[&str],
+        env: &[(&str, &str)],
+    ) -> ZooServer {
         let dir = TempDir::new("server");
-        let port = free_port();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("create data dir");
+        if let Some(id) = myid {
+            std::fs::write(data.join("myid"), id.to_string()).expect("write myid");
+        }
         let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
         let extra_keys: Vec<String> = extra_cfg_lines.iter().map(|l| key(l)).collect();
         let mut text = String::new();
@@ -122,7 +136,7 @@ impl ZooServer {
         let cfg = dir.path().join("zoo.cfg");
         std::fs::write(&cfg, text).expect("write zoo.cfg");
         let log = dir.path().join("server.log");
-        let mut server = ZooServer {
+        ZooServer {
             dir,
             cfg,
             log,
@@ -132,9 +146,32 @@ impl ZooServer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        server.spawn();
-        server
+        }
+    }
+
+    /// The process id, for signals (SIGSTOP/SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts a configured server that is not running.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.spawn();
+    }
+
+    /// Sends a signal by number through kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
     }
 
     pub fn port(&self) -> u16 {
@@ -222,6 +259,95 @@ impl Drop for ZooServer {
         if std::thread::panicking() {
             eprintln!("---- zoo server log ----\n{}", self.log_text());
         }
+    }
+}
+
+/// Servers of one ensemble on loopback, each with its own data dir and ports.
+pub struct ZooEnsemble {
+    pub servers: Vec<ZooServer>,
+}
+
+impl ZooEnsemble {
+    /// `voters` participants then `observers` observers, started together; returns once one
+    /// leads and every other follows or observes.
+    pub fn start(voters: usize, observers: usize, extra_cfg_lines: &[&str]) -> ZooEnsemble {
+        let n = voters + observers;
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let mut lines: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, q, e))| {
+                let role = if i < voters {
+                    "participant"
+                } else {
+                    "observer"
+                };
+                format!("server.{}=127.0.0.1:{q}:{e}:{role}", i + 1)
+            })
+            .collect();
+        lines.extend(extra_cfg_lines.iter().map(|l| l.to_string()));
+        let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut servers: Vec<ZooServer> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, _, _))| {
+                ZooServer::configure(*client, Some(i as i64 + 1), &line_refs, &[])
+            })
+            .collect();
+        for s in servers.iter_mut() {
+            s.spawn();
+        }
+        let ensemble = ZooEnsemble { servers };
+        ensemble.wait_until_serving();
+        ensemble
+    }
+
+    /// `Mode:` of server `i` from `srvr` ("leader", "follower", "observer", "looking").
+    pub fn mode(&self, i: usize) -> Option<String> {
+        if !self.servers[i].is_running() {
+            return None;
+        }
+        let text = four_letter(self.servers[i].port(), "srvr").ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("Mode: "))
+            .map(str::to_owned)
+    }
+
+    /// Waits until one running server leads and every other running one follows or observes.
+    pub fn wait_until_serving(&self) -> usize {
+        wait_for_long("the ensemble to elect a leader and sync", || {
+            let modes: Vec<Option<String>> =
+                (0..self.servers.len()).map(|i| self.mode(i)).collect();
+            let leaders: Vec<usize> = modes
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.as_deref() == Some("leader"))
+                .map(|(i, _)| i)
+                .collect();
+            let all_ok = modes.iter().enumerate().all(|(i, m)| {
+                !self.servers[i].is_running()
+                    || matches!(m.as_deref(), Some("leader" | "follower" | "observer"))
+            });
+            (leaders.len() == 1 && all_ok).then(|| leaders[0])
+        })
+    }
+
+    pub fn leader(&self) -> usize {
+        self.wait_until_serving()
+    }
+}
+
+/// As [`wait_for`], with a 30 s limit (elections, catch-up).
+pub fn wait_for_long<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = condition() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -470,8 +596,25 @@ impl RawClient {
         password: &[u8],
         last_zxid: i64,
     ) -> io::Result<RawClient> {
+        RawClient::handshake(port, session_id, password, last_zxid, 10_000)
+    }
+
+    /// A new session asking for `timeout_ms`.
+    pub fn resume_with_timeout(port: u16, timeout_ms: i32) -> io::Result<RawClient> {
+        RawClient::handshake(port, 0, &[0; 16], 0, timeout_ms)
+    }
+
+    fn handshake(
+        port: u16,
+        session_id: i64,
+        password: &[u8],
+        last_zxid: i64,
+        timeout_ms: i32,
+    ) -> io::Result<RawClient> {
         let mut stream = RawClient::socket(port);
-        stream.write_all(&connect_request(last_zxid, 10_000, session_id, password))?;
+        stream.write_all(&connect_request(
+            last_zxid, timeout_ms, session_id, password,
+        ))?;
         let payload = read_frame(&mut stream)?;
         let mut c = Cursor::new(&payload);
         let session = ConnectResponse {
@@ -538,6 +681,29 @@ impl RawClient {
         let reply = self.read_response().expect("read reply");
         assert_eq!(reply.xid, xid, "reply xid out of order (R1)");
         reply
+    }
+
+    /// As `call`, but a broken connection is an `Err` instead of a panic.
+    pub fn try_call(&mut self, op: i32, body: &[u8]) -> io::Result<Reply> {
+        let xid = self.next_xid();
+        self.send_raw(&request_frame(xid, op, body))?;
+        let reply = self.read_response()?;
+        assert_eq!(reply.xid, xid, "reply xid out of order (R1)");
+        Ok(reply)
+    }
+
+    /// A create whose outcome may be unknown (`Err(io)`: the connection broke first).
+    pub fn try_create(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        flags: i32,
+    ) -> io::Result<Result<String, i32>> {
+        let r = self.try_call(op::CREATE, &create_body(path, data, flags))?;
+        if r.err != 0 {
+            return Ok(Err(r.err));
+        }
+        Ok(Ok(Cursor::new(&r.body).string()))
     }
 
     pub fn create(&mut self, path: &str, data: &[u8], flags: i32) -> Result<String, i32> {

@@ -1,0 +1,1164 @@
+//! The commit executor of a replicated server (docs/ARCHITECTURE.md, "Replication").
+//!
+//! Every server keeps `applied`, the committed state, and applies committed entries to it in
+//! zxid order; shards read only trees published from it. The leader also keeps `speculative`,
+//! the committed state plus its proposals in flight, against which new writes are validated
+//! and turned into txns (ZooKeeper's outstanding changes). A write's reply is held until the
+//! state at its `ready_at` zxid is applied on the server the client is connected to, so a
+//! client reads its own writes and sees replies in FIFO order (R1, R10).
+//!
+//! Followers and observers forward writes and new sessions to the leader and report session
+//! traffic to it; the leader alone expires sessions. When the leader changes, requests that
+//! may not have committed are answered by closing their connections: the client reconnects
+//! and learns the outcome by reading, as with ZooKeeper.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+
+use crate::config::Config;
+use crate::consensus::{Entry, HardState, NodeId, Replica, Role, Timing};
+use crate::core::commit::{Attach, CommitCore, WriteReply, WriteRequest};
+use crate::core::sessions::ConnectionRef;
+use crate::core::tree::Trigger;
+use crate::core::txn::{Txn, TxnHeader};
+use crate::jute::Reader;
+use crate::jute::records::Request;
+use crate::server::limits::{
+    COMMIT_BATCH_MAX, COMMIT_INBOX_MAX, PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX,
+    RAFT_LOG_RETAIN_ENTRIES, RAFT_TICK_MS,
+};
+use crate::server::log_writer::LogWriter;
+use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
+use crate::server::peer::{self, PeerMessage};
+use crate::server::stats::{ServerMode, ServerStats};
+use crate::server::wall_clock_ms;
+use crate::storage::log::{RECORD_BYTES_MAX, encode_record};
+use crate::storage::snapshot::{self, SessionRecord};
+use crate::storage::vote;
+
+/// The owner given to sessions in the leader's speculative state: connections are tracked
+/// only in `applied`, on the server the client is connected to.
+const NO_CONNECTION: ConnectionRef = ConnectionRef {
+    shard: usize::MAX,
+    connection_id: 0,
+};
+
+/// Where the answer to a request goes.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    Local(ConnectionRef),
+    Remote { server: NodeId, request: u64 },
+}
+
+/// An answer waiting until the state at its zxid is applied here.
+enum Held {
+    Write(ConnectionRef, WriteReply),
+    Connect {
+        connection: ConnectionRef,
+        session_id: i64,
+        password: [u8; 16],
+    },
+}
+
+/// What the durable state of a restarted replicated server holds.
+pub struct Recovered {
+    pub applied: CommitCore,
+    pub records: Vec<(i64, Vec<u8>)>,
+    pub hard: HardState,
+}
+
+struct Ensemble {
+    config: Arc<Config>,
+    me: NodeId,
+    replica: Replica,
+    applied: CommitCore,
+    speculative: Option<CommitCore>,
+    log: LogWriter,
+    log_dir: PathBuf,
+    snapshot_dir: PathBuf,
+    vote_path: PathBuf,
+    shards: Vec<ConnectedSender<ToShard>>,
+    peers: HashMap<NodeId, LocalSender<Arc<Vec<u8>>>>,
+    stats: Arc<ServerStats>,
+    held: VecDeque<(i64, Held)>,
+    /// Forwarded requests waiting for the leader's answer.
+    forwarded_writes: HashMap<u64, ConnectionRef>,
+    forwarded_connects: HashMap<u64, ConnectionRef>,
+    next_request: u64,
+    /// (term, leader) as last seen, to notice a change of leader.
+    seen_leader: (u64, Option<NodeId>),
+    /// The term in which this server caught up with its leader (serves clients only then).
+    synced_term: Option<u64>,
+    /// The leader's first zxid of its term: it serves once that is applied.
+    epoch_start: i64,
+    replies: Vec<Vec<ShardReply>>,
+    triggers: Vec<(i64, Trigger)>,
+    changed: bool,
+    snapshots: SnapshotState,
+    catch_up: CatchUp,
+    reap_per_tick_max: usize,
+}
+
+/// Snapshots built in the background for followers: (peer, zxid, bytes).
+type CatchUp = Arc<Mutex<Vec<(NodeId, i64, Arc<[u8]>)>>>;
+
+struct SnapshotState {
+    txns_max: u64,
+    txns_since: u64,
+    in_progress: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}:{port} resolves to no address"))
+}
+
+/// Checks what the ensemble needs from zoo.cfg before anything starts.
+pub fn validate(config: &Config) -> Result<(), String> {
+    let me = config.server_id;
+    if !config.members.iter().any(|m| m.id == me) {
+        return Err(format!(
+            "this server's id {me} (from {}/myid) is not among the server.N lines",
+            config.data_dir.display()
+        ));
+    }
+    if !config.members.iter().any(|m| !m.observer) {
+        return Err("the ensemble has no voting member".into());
+    }
+    for m in &config.members {
+        resolve(&m.host, m.quorum_port)?;
+    }
+    Ok(())
+}
+
+pub async fn run(
+    config: Arc<Config>,
+    recovered: Recovered,
+    log_dir: PathBuf,
+    inboxes: Vec<SharedReceiver<ToCommit>>,
+    outboxes: Vec<SharedSender<ToShard>>,
+    stats: Arc<ServerStats>,
+) {
+    let (merged_tx, merged_rx) = local_channel::new_bounded::<ToCommit>(COMMIT_INBOX_MAX);
+    let merged_tx = Rc::new(merged_tx);
+    let mut pumps = Vec::new();
+    for inbox in inboxes {
+        let tx = merged_tx.clone();
+        pumps.push(glommio::spawn_local(async move {
+            let rx = inbox.connect().await;
+            while let Some(message) = rx.recv().await {
+                if tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let mut shards = Vec::with_capacity(outboxes.len());
+    for outbox in outboxes {
+        shards.push(outbox.connect().await);
+    }
+    let me = config.server_id;
+    let mine = config
+        .members
+        .iter()
+        .find(|m| m.id == me)
+        .expect("validated");
+    let listen_address = resolve(&mine.host, mine.quorum_port).expect("validated");
+    glommio::spawn_local(peer::listen(listen_address, merged_tx.clone())).detach();
+    let mut peers = HashMap::new();
+    for m in config.members.iter().filter(|m| m.id != me) {
+        let (tx, rx) = local_channel::new_bounded::<Arc<Vec<u8>>>(PEER_QUEUE_FRAMES_MAX);
+        let address = resolve(&m.host, m.quorum_port).expect("validated");
+        glommio::spawn_local(peer::dial(me, m.id, address, rx)).detach();
+        peers.insert(m.id, tx);
+    }
+    spawn_timer(merged_tx.clone(), RAFT_TICK_MS, || ToCommit::RaftTick);
+    let tick_ms = (config.tick_time_ms as u64 / 2).clamp(10, 500);
+    spawn_timer(merged_tx.clone(), tick_ms, || ToCommit::ExpiryTick);
+    spawn_timer(
+        merged_tx.clone(),
+        config.container_check_interval_ms,
+        || ToCommit::ReapTick,
+    );
+    let per_tick = (config.container_max_per_minute as u64 * config.container_check_interval_ms
+        / 60_000)
+        .max(1) as usize;
+
+    let Recovered {
+        applied,
+        records,
+        hard,
+    } = recovered;
+    let entries: Vec<Entry> = records
+        .into_iter()
+        .map(|(zxid, bytes)| Entry {
+            zxid,
+            payload: bytes.into(),
+        })
+        .collect();
+    let voters: Vec<NodeId> = config
+        .members
+        .iter()
+        .filter(|m| !m.observer)
+        .map(|m| m.id)
+        .collect();
+    let observers: Vec<NodeId> = config
+        .members
+        .iter()
+        .filter(|m| m.observer)
+        .map(|m| m.id)
+        .collect();
+    let mut seed = [0u8; 8];
+    let _ = getrandom::getrandom(&mut seed);
+    let timing = Timing {
+        election_ticks: config.election_ticks,
+        heartbeat_ticks: 1,
+        append_entries_max: RAFT_APPEND_ENTRIES_MAX,
+        snapshot_retry_ticks: 200,
+    };
+    let durable = crate::consensus::Durable {
+        hard,
+        base_zxid: applied.last_zxid(),
+        entries,
+    };
+    let replica = Replica::new(
+        me,
+        voters,
+        observers,
+        durable,
+        timing,
+        u64::from_le_bytes(seed),
+    );
+    let log = match LogWriter::create(&log_dir, replica.last_zxid() + 1).await {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!(
+                "zoo: FATAL: cannot start a log segment in {}: {e}",
+                log_dir.display()
+            );
+            std::process::exit(1);
+        }
+    };
+    let mut ensemble = Ensemble {
+        me,
+        replica,
+        applied,
+        speculative: None,
+        log,
+        log_dir,
+        snapshot_dir: snapshot::snapshot_directory(&config.data_dir),
+        vote_path: vote::vote_path(&config.data_dir),
+        replies: (0..shards.len()).map(|_| Vec::new()).collect(),
+        shards,
+        peers,
+        stats,
+        held: VecDeque::new(),
+        forwarded_writes: HashMap::new(),
+        forwarded_connects: HashMap::new(),
+        next_request: 1,
+        seen_leader: (0, None),
+        synced_term: None,
+        epoch_start: i64::MAX,
+        triggers: Vec::new(),
+        changed: false,
+        snapshots: SnapshotState {
+            txns_max: config.snap_count,
+            txns_since: 0,
+            in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        },
+        catch_up: Arc::new(Mutex::new(Vec::new())),
+        reap_per_tick_max: per_tick,
+        config,
+    };
+    ensemble.publish_stats();
+    eprintln!(
+        "zoo: server {me} joining the ensemble of {} ({} in the log after zxid {:#x})",
+        ensemble.config.members.len(),
+        ensemble.replica.log_len(),
+        ensemble.applied.last_zxid()
+    );
+    let mut batch = Vec::with_capacity(COMMIT_BATCH_MAX);
+    loop {
+        let Some(first) = merged_rx.recv().await else {
+            break;
+        };
+        batch.push(first);
+        while batch.len() < COMMIT_BATCH_MAX {
+            match future::poll_once(merged_rx.recv()).await {
+                Some(Some(message)) => batch.push(message),
+                _ => break,
+            }
+        }
+        for message in batch.drain(..) {
+            ensemble.handle(message);
+        }
+        ensemble.cycle().await;
+    }
+    drop(pumps);
+}
+
+fn spawn_timer(tx: Rc<LocalSender<ToCommit>>, period_ms: u64, make: fn() -> ToCommit) {
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(period_ms)).await;
+            if tx.send(make()).await.is_err() {
+                break;
+            }
+        }
+    })
+    .detach();
+}
+
+fn decode_record(payload: &[u8]) -> (TxnHeader, Txn) {
+    // Entries are checksummed records we or the leader encoded; a bad one is a broken
+    // invariant (the transport and the log both verify what they carry).
+    assert!(payload.len() >= 16, "a record holds a header");
+    let zxid = i64::from_be_bytes(payload[8..16].try_into().expect("8 bytes"));
+    let mut reader = Reader::new(&payload[16..], RECORD_BYTES_MAX);
+    let header = TxnHeader::decode(zxid, &mut reader).expect("replicated record decodes");
+    let txn = Txn::decode(&mut reader).expect("replicated txn decodes");
+    (header, txn)
+}
+
+fn encode(header: &TxnHeader, txn: &Txn) -> Arc<[u8]> {
+    let mut bytes = Vec::new();
+    encode_record(header, txn, &mut bytes);
+    bytes.into()
+}
+
+impl Ensemble {
+    fn is_leader(&self) -> bool {
+        self.replica.role() == Role::Leader && self.speculative.is_some()
+    }
+
+    fn serving(&self) -> bool {
+        match self.replica.role() {
+            Role::Leader => self.applied.last_zxid() >= self.epoch_start,
+            _ => self.replica.leader().is_some() && self.synced_term == Some(self.replica.term()),
+        }
+    }
+
+    fn send_peer(&mut self, to: NodeId, message: &PeerMessage) {
+        if let Some(tx) = self.peers.get(&to) {
+            // Full: dropped; see the module comment of `peer`.
+            let _ = tx.try_send(Arc::new(message.to_frame()));
+        }
+    }
+
+    fn reply(&mut self, connection: ConnectionRef, reply: ShardReply) {
+        if let Some(r) = self.replies.get_mut(connection.shard) {
+            r.push(reply);
+        }
+    }
+
+    fn close(&mut self, connection: ConnectionRef) {
+        self.reply(
+            connection,
+            ShardReply::Close {
+                connection_id: connection.connection_id,
+            },
+        );
+    }
+
+    fn handle(&mut self, message: ToCommit) {
+        let now = wall_clock_ms();
+        match message {
+            ToCommit::Connect(attempt) => {
+                let connection = attempt.connection;
+                let result = if !self.serving() {
+                    Some(ConnectResult::NotServing)
+                } else if attempt.last_zxid_seen > self.applied.last_zxid() {
+                    Some(ConnectResult::ZxidAhead)
+                } else if attempt.session_id == 0 {
+                    if self.is_leader() {
+                        self.leader_create_session(
+                            Origin::Local(connection),
+                            attempt.timeout_ms,
+                            attempt.new_password,
+                        );
+                    } else {
+                        let leader = self.replica.leader().expect("serving");
+                        let request = self.next_request;
+                        self.next_request += 1;
+                        self.forwarded_connects.insert(request, connection);
+                        self.send_peer(
+                            leader,
+                            &PeerMessage::ForwardConnect {
+                                request,
+                                timeout_ms: attempt.timeout_ms,
+                                password: attempt.new_password,
+                            },
+                        );
+                    }
+                    None
+                } else {
+                    let attach = self.applied.reattach_session(
+                        attempt.session_id,
+                        &attempt.password,
+                        connection,
+                        now,
+                    );
+                    self.touch(vec![attempt.session_id]);
+                    Some(self.attach_result(attach))
+                };
+                if let Some(result) = result {
+                    self.reply(
+                        connection,
+                        ShardReply::Connect {
+                            connection_id: connection.connection_id,
+                            result,
+                        },
+                    );
+                }
+            }
+            ToCommit::Write {
+                connection,
+                write,
+                frame,
+            } => {
+                if self.is_leader() {
+                    self.leader_write(Origin::Local(connection), write);
+                } else if let (Some(leader), Some(frame)) = (self.replica.leader(), frame) {
+                    let request = self.next_request;
+                    self.next_request += 1;
+                    self.forwarded_writes.insert(request, connection);
+                    let message = PeerMessage::ForwardWrite {
+                        request,
+                        session_id: write.session_id,
+                        auth: write.auth.as_ref().clone(),
+                        frame,
+                    };
+                    self.send_peer(leader, &message);
+                } else {
+                    // No leader: the write cannot be ordered. Closing lets the client retry
+                    // elsewhere; nothing was acknowledged.
+                    self.close(connection);
+                }
+            }
+            ToCommit::Touch { sessions } => self.touch(sessions),
+            ToCommit::Disconnected {
+                connection,
+                session_id,
+            } => self.applied.detach(session_id, connection),
+            ToCommit::ExpiryTick => {
+                let mut proposals = Vec::new();
+                if let Some(spec) = self.speculative.as_mut() {
+                    for session in spec.expired_sessions(now) {
+                        proposals.extend(spec.close_session(session, now, &mut Vec::new()));
+                    }
+                }
+                for (header, txn) in proposals {
+                    self.propose(&header, &txn);
+                }
+            }
+            ToCommit::ReapTick => {
+                if let Some(spec) = self.speculative.as_mut() {
+                    let candidates = spec.reap_candidates(now);
+                    let mut proposals = Vec::new();
+                    for p in candidates.into_iter().take(self.reap_per_tick_max) {
+                        if let Some(t) = spec.reap(&p, now, &mut Vec::new()) {
+                            proposals.push(t);
+                        }
+                    }
+                    for (header, txn) in proposals {
+                        self.propose(&header, &txn);
+                    }
+                }
+            }
+            ToCommit::RaftTick => {
+                self.replica.tick();
+                let ready: Vec<_> = std::mem::take(&mut *self.catch_up.lock().expect("no panic"));
+                for (peer, zxid, data) in ready {
+                    eprintln!(
+                        "zoo: sending server {peer} a snapshot at {zxid:#x} ({} bytes)",
+                        data.len()
+                    );
+                    self.replica.send_snapshot(peer, zxid, data);
+                }
+            }
+            ToCommit::PeerLost { from } => self.replica.peer_lost(from),
+            ToCommit::Peer { from, message } => self.on_peer(from, message, now),
+        }
+    }
+
+    fn touch(&mut self, sessions: Vec<i64>) {
+        let now = wall_clock_ms();
+        if let Some(spec) = self.speculative.as_mut() {
+            for s in sessions {
+                spec.touch(s, now);
+            }
+        } else if let Some(leader) = self.replica.leader()
+            && leader != self.me
+        {
+            self.send_peer(leader, &PeerMessage::Touch { sessions });
+        }
+    }
+
+    fn on_peer(&mut self, from: NodeId, message: PeerMessage, now: i64) {
+        match message {
+            PeerMessage::Raft(m) => self.replica.step(from, m),
+            PeerMessage::ForwardWrite {
+                request,
+                session_id,
+                auth,
+                frame,
+            } => {
+                let origin = Origin::Remote {
+                    server: from,
+                    request,
+                };
+                if !self.is_leader() {
+                    self.answer_write(origin, i64::MIN, not_leader_reply());
+                    return;
+                }
+                let mut reader = Reader::new(&frame, self.config.jute_max_buffer * 2);
+                let decoded = reader.read_i32().and_then(|xid| {
+                    let op = reader.read_i32()?;
+                    Ok((xid, op))
+                });
+                let request_decoded = decoded
+                    .ok()
+                    .and_then(|(xid, op)| Request::decode(op, &mut reader).ok().map(|r| (xid, r)));
+                match request_decoded {
+                    Some((xid, request)) => self.leader_write(
+                        origin,
+                        WriteRequest {
+                            session_id,
+                            xid,
+                            request,
+                            auth: Arc::new(auth),
+                        },
+                    ),
+                    // The follower decoded it before forwarding; a mismatch means the peer
+                    // is broken. Closing the client's connection is the safe answer.
+                    None => self.answer_write(origin, i64::MIN, not_leader_reply()),
+                }
+            }
+            PeerMessage::ForwardConnect {
+                request,
+                timeout_ms,
+                password,
+            } => {
+                let origin = Origin::Remote {
+                    server: from,
+                    request,
+                };
+                if self.is_leader() {
+                    self.leader_create_session(origin, timeout_ms, password);
+                } else {
+                    self.send_peer(
+                        from,
+                        &PeerMessage::ConnectDone {
+                            request,
+                            ready_at: i64::MIN,
+                            session_id: 0,
+                            timeout_ms: 0,
+                            password: [0; 16],
+                        },
+                    );
+                }
+            }
+            PeerMessage::Touch { sessions } => {
+                if let Some(spec) = self.speculative.as_mut() {
+                    for s in sessions {
+                        spec.touch(s, now);
+                    }
+                }
+            }
+            PeerMessage::WriteDone {
+                request,
+                ready_at,
+                reply,
+            } => {
+                if let Some(connection) = self.forwarded_writes.remove(&request) {
+                    if ready_at == i64::MIN {
+                        self.close(connection);
+                    } else {
+                        self.held
+                            .push_back((ready_at, Held::Write(connection, reply)));
+                    }
+                }
+            }
+            PeerMessage::ConnectDone {
+                request,
+                ready_at,
+                session_id,
+                password,
+                ..
+            } => {
+                if let Some(connection) = self.forwarded_connects.remove(&request) {
+                    if session_id == 0 {
+                        self.close(connection);
+                    } else {
+                        self.held.push_back((
+                            ready_at,
+                            Held::Connect {
+                                connection,
+                                session_id,
+                                password,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn propose(&mut self, header: &TxnHeader, txn: &Txn) {
+        let payload = encode(header, txn);
+        let zxid = self
+            .replica
+            .propose(|zxid| {
+                assert_eq!(zxid, header.zxid, "speculative zxids follow the log");
+                payload
+            })
+            .expect("only the leader proposes");
+        debug_assert_eq!(zxid, header.zxid);
+    }
+
+    fn leader_write(&mut self, origin: Origin, write: WriteRequest) {
+        let now = wall_clock_ms();
+        let spec = self.speculative.as_mut().expect("leader");
+        spec.touch(write.session_id, now);
+        let outcome = spec.process_write(write, now, &mut Vec::new());
+        let ready_at = match &outcome.txn {
+            Some((header, txn)) => {
+                let (header, txn) = (*header, txn.clone());
+                self.propose(&header, &txn);
+                header.zxid
+            }
+            None => self.replica.last_zxid(),
+        };
+        self.answer_write(origin, ready_at, outcome.reply);
+    }
+
+    fn answer_write(&mut self, origin: Origin, ready_at: i64, reply: WriteReply) {
+        match origin {
+            Origin::Local(connection) => self
+                .held
+                .push_back((ready_at, Held::Write(connection, reply))),
+            Origin::Remote { server, request } => self.send_peer(
+                server,
+                &PeerMessage::WriteDone {
+                    request,
+                    ready_at,
+                    reply,
+                },
+            ),
+        }
+    }
+
+    fn leader_create_session(&mut self, origin: Origin, timeout_ms: i32, password: [u8; 16]) {
+        let now = wall_clock_ms();
+        let spec = self.speculative.as_mut().expect("leader");
+        let (attach, (header, txn)) =
+            spec.create_session(timeout_ms, password, NO_CONNECTION, now, &mut Vec::new());
+        self.propose(&header, &txn);
+        let Attach::Attached {
+            session_id,
+            timeout_ms,
+            password,
+            ..
+        } = attach
+        else {
+            unreachable!("a new session attaches");
+        };
+        match origin {
+            Origin::Local(connection) => self.held.push_back((
+                header.zxid,
+                Held::Connect {
+                    connection,
+                    session_id,
+                    password,
+                },
+            )),
+            Origin::Remote { server, request } => self.send_peer(
+                server,
+                &PeerMessage::ConnectDone {
+                    request,
+                    ready_at: header.zxid,
+                    session_id,
+                    timeout_ms,
+                    password,
+                },
+            ),
+        }
+    }
+
+    fn attach_result(&mut self, attach: Attach) -> ConnectResult {
+        match attach {
+            Attach::Attached {
+                session_id,
+                timeout_ms,
+                password,
+                previous,
+            } => {
+                if let Some(previous) = previous {
+                    self.close(previous);
+                }
+                ConnectResult::Attached {
+                    session_id,
+                    timeout_ms,
+                    password,
+                }
+            }
+            Attach::Expired => ConnectResult::Expired,
+        }
+    }
+
+    /// A new leader (or none): what was in flight may not commit.
+    fn on_leader_change(&mut self) {
+        let term = self.replica.term();
+        let leader = self.replica.leader();
+        eprintln!(
+            "zoo: server {}: term {term}, leader {}",
+            self.me,
+            leader.map_or("unknown".to_owned(), |l| l.to_string())
+        );
+        self.speculative = None;
+        self.epoch_start = i64::MAX;
+        let applied = self.applied.last_zxid();
+        let pending: Vec<(i64, Held)> = self.held.drain(..).collect();
+        for (ready_at, held) in pending {
+            let connection = match &held {
+                Held::Write(c, _) => *c,
+                Held::Connect { connection, .. } => *connection,
+            };
+            if ready_at <= applied {
+                self.held.push_back((ready_at, held));
+            } else {
+                self.close(connection);
+            }
+        }
+        let forwarded: Vec<ConnectionRef> = self
+            .forwarded_writes
+            .drain()
+            .chain(self.forwarded_connects.drain())
+            .map(|(_, c)| c)
+            .collect();
+        for c in forwarded {
+            self.close(c);
+        }
+    }
+
+    fn become_leader(&mut self) {
+        let now = wall_clock_ms();
+        let mut spec = self.applied.clone();
+        spec.set_epoch(self.replica.term());
+        // Entries after the applied state are in the log but not yet committed; the new
+        // leader's state includes them (Raft: a leader never drops its own entries).
+        let pending: Vec<Arc<[u8]>> = self
+            .replica
+            .entries_between(self.applied.last_zxid(), i64::MAX)
+            .map(|e| e.payload.clone())
+            .collect();
+        for payload in pending {
+            let (header, txn) = decode_record(&payload);
+            spec.apply(&header, &txn, &mut Vec::new());
+        }
+        spec.restart_session_clocks(now);
+        let (header, txn) = spec.apply_epoch_start(now);
+        self.speculative = Some(spec);
+        self.propose(&header, &txn);
+        self.epoch_start = header.zxid;
+        eprintln!(
+            "zoo: server {} leads term {} from zxid {:#x}",
+            self.me,
+            self.replica.term(),
+            header.zxid
+        );
+    }
+
+    /// One round of replication work: persist, send, apply, answer, publish.
+    async fn cycle(&mut self) {
+        for _ in 0..4 {
+            let ready = self.replica.take_ready();
+            let (term, leader) = (self.replica.term(), self.replica.leader());
+            if (term, leader) != self.seen_leader {
+                self.seen_leader = (term, leader);
+                self.on_leader_change();
+            }
+            if ready.became_leader {
+                self.become_leader();
+            }
+            let mut more = ready.became_leader;
+            if let Some(state) = ready.hard_state
+                && let Err(e) = vote::store(&self.vote_path, state)
+            {
+                eprintln!(
+                    "zoo: FATAL: cannot record the vote of term {}: {e}",
+                    state.term
+                );
+                std::process::exit(1);
+            }
+            if let Some((zxid, data)) = ready.install_snapshot {
+                self.install_snapshot(zxid, &data).await;
+                more = true;
+            }
+            if let Some(after) = ready.truncated_after {
+                self.rewrite_disk(after).await;
+            }
+            let mut later = Vec::new();
+            for (to, message, after_persist) in ready.messages {
+                if after_persist {
+                    later.push((to, message));
+                } else {
+                    self.send_peer(to, &PeerMessage::Raft(message));
+                }
+            }
+            if let Some(last) = ready.to_persist.last().map(|e| e.zxid) {
+                let mut records = Vec::new();
+                for e in &ready.to_persist {
+                    records.extend_from_slice(&e.payload);
+                }
+                let first = ready.to_persist[0].zxid;
+                if let Err(e) = self.log.append_and_sync(records, first).await {
+                    eprintln!("zoo: FATAL: the transaction log could not be made durable: {e}");
+                    std::process::exit(1);
+                }
+                self.replica.persisted(last);
+                more = true;
+                self.stats
+                    .commit
+                    .fsyncs
+                    .store(self.log.syncs, std::sync::atomic::Ordering::Relaxed);
+            }
+            for (to, message) in later {
+                self.send_peer(to, &PeerMessage::Raft(message));
+            }
+            if !ready.snapshots_needed.is_empty() {
+                self.prepare_catch_up(ready.snapshots_needed);
+            }
+            self.apply_committed();
+            if !more {
+                break;
+            }
+        }
+        self.release_held();
+        self.publish().await;
+    }
+
+    fn apply_committed(&mut self) {
+        let commit = self.replica.commit();
+        let from = self.applied.last_zxid();
+        if commit <= from {
+            self.note_synced();
+            return;
+        }
+        let payloads: Vec<Arc<[u8]>> = self
+            .replica
+            .entries_between(from, commit)
+            .map(|e| e.payload.clone())
+            .collect();
+        let mut scratch = Vec::new();
+        for payload in payloads {
+            let (header, txn) = decode_record(&payload);
+            // A close the client asked for (xid != 0) is answered by its reply, which closes
+            // the connection after it is flushed.
+            if let Txn::CloseSession { session_id } = &txn
+                && header.xid == 0
+                && let Some(owner) = self.applied.session_owner(*session_id)
+                && owner != NO_CONNECTION
+            {
+                // Expired by the leader: the client's connection here goes too.
+                self.close(owner);
+            }
+            self.applied.apply(&header, &txn, &mut scratch);
+            self.triggers
+                .extend(scratch.drain(..).map(|t| (header.zxid, t)));
+            self.changed = true;
+            self.snapshots.txns_since += 1;
+        }
+        self.note_synced();
+        if self.snapshots.txns_since >= self.snapshots.txns_max {
+            self.start_snapshot();
+        }
+        // Keep a window of applied entries for followers that lag a little.
+        let applied = self.applied.last_zxid();
+        if self.replica.log_len() > 2 * RAFT_LOG_RETAIN_ENTRIES {
+            let cut = self
+                .replica
+                .entries_between(self.replica.base_zxid(), applied)
+                .nth(RAFT_LOG_RETAIN_ENTRIES)
+                .map(|e| e.zxid);
+            if let Some(cut) = cut {
+                self.replica.compact(cut);
+            }
+        }
+    }
+
+    fn note_synced(&mut self) {
+        if self.replica.leader().is_some()
+            && self.replica.role() != Role::Leader
+            && self.applied.last_zxid() >= self.replica.commit()
+            && self.replica.commit() > 0
+            && self.synced_term != Some(self.replica.term())
+        {
+            self.synced_term = Some(self.replica.term());
+            eprintln!(
+                "zoo: server {} is in sync with leader {} at zxid {:#x}; serving clients",
+                self.me,
+                self.replica.leader().unwrap_or(0),
+                self.applied.last_zxid()
+            );
+        }
+    }
+
+    fn release_held(&mut self) {
+        let applied = self.applied.last_zxid();
+        let now = wall_clock_ms();
+        while self.held.front().is_some_and(|(z, _)| *z <= applied) {
+            let (_, held) = self.held.pop_front().expect("checked");
+            match held {
+                Held::Write(connection, reply) => self.reply(
+                    connection,
+                    ShardReply::Write {
+                        connection_id: connection.connection_id,
+                        reply,
+                    },
+                ),
+                Held::Connect {
+                    connection,
+                    session_id,
+                    password,
+                } => {
+                    let attach = self
+                        .applied
+                        .reattach_session(session_id, &password, connection, now);
+                    let result = self.attach_result(attach);
+                    self.reply(
+                        connection,
+                        ShardReply::Connect {
+                            connection_id: connection.connection_id,
+                            result,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    async fn publish(&mut self) {
+        let published = std::mem::take(&mut self.changed).then(|| {
+            Arc::new(Published {
+                tree: self.applied.tree().clone(),
+                triggers: std::mem::take(&mut self.triggers),
+            })
+        });
+        self.publish_stats();
+        for shard in 0..self.shards.len() {
+            let replies = std::mem::take(&mut self.replies[shard]);
+            if published.is_none() && replies.is_empty() {
+                continue;
+            }
+            let message = ToShard {
+                published: published.clone(),
+                replies,
+            };
+            let _ = self.shards[shard].send(message).await;
+        }
+    }
+
+    fn publish_stats(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::server::commit_executor::publish_commit_stats(&self.applied, &self.stats);
+        let mode = match self.replica.role() {
+            Role::Leader => ServerMode::Leader,
+            Role::Follower if self.serving() => ServerMode::Follower,
+            Role::Observer if self.serving() => ServerMode::Observer,
+            _ => ServerMode::Looking,
+        };
+        self.stats.commit.mode.store(mode as u8, Relaxed);
+        self.stats
+            .commit
+            .synced_followers
+            .store(self.replica.synced_followers() as u64, Relaxed);
+        self.stats
+            .commit
+            .leader_id
+            .store(self.replica.leader().unwrap_or(-1), Relaxed);
+    }
+
+    fn session_records(core: &CommitCore) -> Vec<SessionRecord> {
+        core.session_records()
+            .into_iter()
+            .map(SessionRecord::from)
+            .collect()
+    }
+
+    /// Writes a snapshot of the applied (committed) state in the background.
+    fn start_snapshot(&mut self) {
+        use std::sync::atomic::Ordering::{Acquire, Release};
+        if self.snapshots.in_progress.swap(true, Acquire) {
+            return;
+        }
+        self.snapshots.txns_since = 0;
+        let tree = self.applied.tree().clone();
+        let sessions = Self::session_records(&self.applied);
+        let dir = self.snapshot_dir.clone();
+        let in_progress = self.snapshots.in_progress.clone();
+        let spawned = std::thread::Builder::new()
+            .name("zoo-snapshot".into())
+            .spawn(move || {
+                match snapshot::write_snapshot(&dir, &tree, &sessions) {
+                    Ok(path) => eprintln!("zoo: wrote snapshot {}", path.display()),
+                    Err(e) => eprintln!("zoo: snapshot failed: {e}"),
+                }
+                in_progress.store(false, Release);
+            });
+        if spawned.is_err() {
+            self.snapshots.in_progress.store(false, Release);
+        }
+    }
+
+    /// Builds the committed state as snapshot bytes for followers the log cannot reach; the
+    /// result is sent from the next tick.
+    fn prepare_catch_up(&mut self, peers: Vec<NodeId>) {
+        let tree = self.applied.tree().clone();
+        let zxid = tree.last_zxid();
+        let sessions = Self::session_records(&self.applied);
+        let dir = self.snapshot_dir.clone();
+        let out = self.catch_up.clone();
+        let _ = std::thread::Builder::new()
+            .name("zoo-catch-up".into())
+            .spawn(move || {
+                let bytes =
+                    snapshot::write_snapshot(&dir, &tree, &sessions).and_then(std::fs::read);
+                match bytes {
+                    Ok(bytes) => {
+                        let data: Arc<[u8]> = bytes.into();
+                        let mut out = out.lock().expect("no panic");
+                        for p in peers {
+                            out.push((p, zxid, data.clone()));
+                        }
+                    }
+                    Err(e) => eprintln!("zoo: cannot build a catch-up snapshot: {e}"),
+                }
+            });
+    }
+
+    /// Replaces this server's state with the leader's snapshot at `zxid`: the snapshot is made
+    /// durable first, then the log (older than it, or divergent) is removed.
+    async fn install_snapshot(&mut self, zxid: i64, data: &[u8]) {
+        eprintln!(
+            "zoo: server {} installing the leader's snapshot at {zxid:#x} ({} bytes)",
+            self.me,
+            data.len()
+        );
+        let path = match write_durably(&self.snapshot_dir, zxid, data) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("zoo: FATAL: cannot store the leader's snapshot: {e}");
+                std::process::exit(1);
+            }
+        };
+        let loaded = match snapshot::load_snapshot(&path, |_, _| {}) {
+            Ok(l) => l,
+            Err(e) => {
+                // Checksummed end to end: a bad snapshot from the leader is not installed.
+                eprintln!("zoo: the leader's snapshot is unusable ({e}); waiting for another");
+                let _ = std::fs::remove_file(&path);
+                return;
+            }
+        };
+        let sessions = loaded
+            .sessions
+            .into_iter()
+            .map(|s| (s.id, s.timeout_ms, s.password));
+        let config = crate::server::commit_executor::core_config(&self.config);
+        self.applied = CommitCore::restore(config, loaded.tree, sessions, wall_clock_ms());
+        self.restart_log(zxid).await;
+        self.replica.snapshot_installed(zxid);
+        self.changed = true;
+        self.triggers.clear();
+    }
+
+    /// Entries after `after` were discarded (they conflicted with the leader's): rewrite the
+    /// disk so that a restart cannot replay them. The applied state becomes a snapshot, the
+    /// log restarts after it, and the kept entries above it are written again.
+    async fn rewrite_disk(&mut self, after: i64) {
+        let applied = self.applied.last_zxid();
+        eprintln!(
+            "zoo: server {}: log diverged from the leader's after {after:#x}; rewriting from the state at {applied:#x}",
+            self.me
+        );
+        let sessions = Self::session_records(&self.applied);
+        if let Err(e) = snapshot::write_snapshot(&self.snapshot_dir, self.applied.tree(), &sessions)
+        {
+            eprintln!("zoo: FATAL: cannot write a snapshot: {e}");
+            std::process::exit(1);
+        }
+        self.restart_log(applied).await;
+        let kept: Vec<Arc<[u8]>> = self
+            .replica
+            .entries_between(applied, after)
+            .map(|e| e.payload.clone())
+            .collect();
+        if let Some(first) = kept.first() {
+            let first_zxid = i64::from_be_bytes(first[8..16].try_into().expect("8 bytes"));
+            let records: Vec<u8> = kept.iter().flat_map(|p| p.iter().copied()).collect();
+            if let Err(e) = self.log.append_and_sync(records, first_zxid).await {
+                eprintln!("zoo: FATAL: the transaction log could not be made durable: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// Deletes every log segment and starts a new one after `zxid` (covered by a snapshot).
+    async fn restart_log(&mut self, zxid: i64) {
+        let segments = crate::storage::log::list_segments(&self.log_dir).unwrap_or_default();
+        for (_, path) in segments {
+            if let Err(e) = std::fs::remove_file(&path) {
+                eprintln!("zoo: FATAL: cannot remove {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        }
+        match LogWriter::create(&self.log_dir, zxid + 1).await {
+            Ok(log) => {
+                let old = std::mem::replace(&mut self.log, log);
+                drop(old);
+            }
+            Err(e) => {
+                eprintln!("zoo: FATAL: cannot start a log segment: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+fn not_leader_reply() -> WriteReply {
+    WriteReply {
+        xid: 0,
+        zxid: 0,
+        err: crate::error::ZkError::ConnectionLoss.code(),
+        body: Vec::new(),
+        close_connection: true,
+    }
+}
+
+/// Stores snapshot bytes received from the leader: temp file, fsync, rename, directory fsync.
+fn write_durably(dir: &std::path::Path, zxid: i64, data: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(snapshot::snapshot_name(zxid));
+    let temp = dir.join(format!("{}.tmp", snapshot::snapshot_name(zxid)));
+    {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&temp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(path)
+}

@@ -1,0 +1,383 @@
+//! Server-to-server messages and their transport (docs/FORMAT.md, "Peer messages").
+//!
+//! Each server dials every other server on its quorum port and only writes on the connection
+//! it dialled; it reads from the connections others dialled to it. A connection starts with a
+//! hello frame naming the sender. Frames are `u32 length | body`. A full outgoing queue drops
+//! the frame: replication recovers from loss by retrying (docs/ARCHITECTURE.md R9), and a
+//! forwarded request that is lost costs its client a reconnect, never a wrong answer.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::consensus::{self, Message};
+use crate::core::commit::WriteReply;
+use crate::jute::records::Id;
+use crate::jute::{DecodeError, DecodeResult, Reader, Writer};
+use crate::server::limits::{PEER_FRAME_BYTES_MAX, PEER_RECONNECT_MS};
+use crate::server::messages::ToCommit;
+
+const HELLO_MAGIC: &[u8; 8] = b"ZOOPEER1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerMessage {
+    Raft(Message),
+    /// A follower passes a client's write to the leader. `frame` is the request as the client
+    /// sent it (xid, opcode, body).
+    ForwardWrite {
+        request: u64,
+        session_id: i64,
+        auth: Vec<Id>,
+        frame: Vec<u8>,
+    },
+    /// A follower asks the leader to create a session for a new client.
+    ForwardConnect {
+        request: u64,
+        timeout_ms: i32,
+        password: [u8; 16],
+    },
+    /// Sessions with recent traffic on the sender (the leader expires sessions).
+    Touch {
+        sessions: Vec<i64>,
+    },
+    /// The leader's answer to a forwarded write: release it once the state at `ready_at` is
+    /// applied on the follower.
+    WriteDone {
+        request: u64,
+        ready_at: i64,
+        reply: WriteReply,
+    },
+    /// The leader's answer to a forwarded connect (`session_id` 0: refused).
+    ConnectDone {
+        request: u64,
+        ready_at: i64,
+        session_id: i64,
+        timeout_ms: i32,
+        password: [u8; 16],
+    },
+}
+
+const RAFT: u8 = 1;
+const FORWARD_WRITE: u8 = 2;
+const FORWARD_CONNECT: u8 = 3;
+const TOUCH: u8 = 4;
+const WRITE_DONE: u8 = 5;
+const CONNECT_DONE: u8 = 6;
+
+impl PeerMessage {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            PeerMessage::Raft(m) => {
+                out.put_u8(RAFT);
+                consensus::encode_message(m, out);
+            }
+            PeerMessage::ForwardWrite {
+                request,
+                session_id,
+                auth,
+                frame,
+            } => {
+                out.put_u8(FORWARD_WRITE);
+                out.put_i64(*request as i64);
+                out.put_i64(*session_id);
+                out.put_i32(auth.len() as i32);
+                for id in auth {
+                    out.put_ustring(&id.scheme);
+                    out.put_ustring(&id.id);
+                }
+                out.put_buffer(frame);
+            }
+            PeerMessage::ForwardConnect {
+                request,
+                timeout_ms,
+                password,
+            } => {
+                out.put_u8(FORWARD_CONNECT);
+                out.put_i64(*request as i64);
+                out.put_i32(*timeout_ms);
+                out.put_buffer(password);
+            }
+            PeerMessage::Touch { sessions } => {
+                out.put_u8(TOUCH);
+                out.put_i32(sessions.len() as i32);
+                for s in sessions {
+                    out.put_i64(*s);
+                }
+            }
+            PeerMessage::WriteDone {
+                request,
+                ready_at,
+                reply,
+            } => {
+                out.put_u8(WRITE_DONE);
+                out.put_i64(*request as i64);
+                out.put_i64(*ready_at);
+                out.put_i32(reply.xid);
+                out.put_i64(reply.zxid);
+                out.put_i32(reply.err);
+                out.put_buffer(&reply.body);
+                out.put_bool(reply.close_connection);
+            }
+            PeerMessage::ConnectDone {
+                request,
+                ready_at,
+                session_id,
+                timeout_ms,
+                password,
+            } => {
+                out.put_u8(CONNECT_DONE);
+                out.put_i64(*request as i64);
+                out.put_i64(*ready_at);
+                out.put_i64(*session_id);
+                out.put_i32(*timeout_ms);
+                out.put_buffer(password);
+            }
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> DecodeResult<PeerMessage> {
+        let mut r = Reader::new(bytes, PEER_FRAME_BYTES_MAX);
+        let password = |r: &mut Reader<'_>| -> DecodeResult<[u8; 16]> {
+            r.read_buffer()?
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or(DecodeError::InvalidValue("password is not 16 bytes"))
+        };
+        let message = match r.read_u8()? {
+            RAFT => return consensus::decode_message(&mut r).map(PeerMessage::Raft),
+            FORWARD_WRITE => {
+                let request = r.read_i64()? as u64;
+                let session_id = r.read_i64()?;
+                let count = r.read_count(8)?;
+                let mut auth = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let scheme = r.read_ustring()?;
+                    let id = r.read_ustring()?;
+                    auth.push(Id { scheme, id });
+                }
+                PeerMessage::ForwardWrite {
+                    request,
+                    session_id,
+                    auth,
+                    frame: r.read_buffer_vec()?,
+                }
+            }
+            FORWARD_CONNECT => PeerMessage::ForwardConnect {
+                request: r.read_i64()? as u64,
+                timeout_ms: r.read_i32()?,
+                password: password(&mut r)?,
+            },
+            TOUCH => {
+                let count = r.read_count(8)?;
+                let mut sessions = Vec::with_capacity(count);
+                for _ in 0..count {
+                    sessions.push(r.read_i64()?);
+                }
+                PeerMessage::Touch { sessions }
+            }
+            WRITE_DONE => PeerMessage::WriteDone {
+                request: r.read_i64()? as u64,
+                ready_at: r.read_i64()?,
+                reply: WriteReply {
+                    xid: r.read_i32()?,
+                    zxid: r.read_i64()?,
+                    err: r.read_i32()?,
+                    body: r.read_buffer_vec()?,
+                    close_connection: r.read_bool()?,
+                },
+            },
+            CONNECT_DONE => PeerMessage::ConnectDone {
+                request: r.read_i64()? as u64,
+                ready_at: r.read_i64()?,
+                session_id: r.read_i64()?,
+                timeout_ms: r.read_i32()?,
+                password: password(&mut r)?,
+            },
+            _ => return Err(DecodeError::InvalidValue("unknown peer message")),
+        };
+        if !r.is_empty() {
+            return Err(DecodeError::InvalidValue("trailing bytes in peer message"));
+        }
+        Ok(message)
+    }
+
+    /// The frame body for the wire.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// Accepts other servers' connections and feeds their messages into the commit inbox.
+pub async fn listen(address: SocketAddr, inbox: Rc<LocalSender<ToCommit>>) {
+    let listener = loop {
+        match TcpListener::bind(address) {
+            Ok(l) => break l,
+            Err(e) => {
+                eprintln!("zoo: cannot listen for servers on {address}: {e}; retrying");
+                glommio::timer::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(read_peer(stream, inbox.clone())).detach();
+            }
+            Err(e) => {
+                eprintln!("zoo: accepting a server connection failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn read_frame(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).await?;
+    let length = u32::from_be_bytes(length) as usize;
+    if length > PEER_FRAME_BYTES_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("peer frame of {length} bytes exceeds {PEER_FRAME_BYTES_MAX}"),
+        ));
+    }
+    buffer.resize(length, 0);
+    stream.read_exact(buffer).await
+}
+
+async fn read_peer(mut stream: TcpStream, inbox: Rc<LocalSender<ToCommit>>) {
+    let _ = stream.set_nodelay(true);
+    let mut buffer = Vec::new();
+    if read_frame(&mut stream, &mut buffer).await.is_err()
+        || buffer.len() != 16
+        || &buffer[..8] != HELLO_MAGIC
+    {
+        return;
+    }
+    let from = i64::from_be_bytes(buffer[8..16].try_into().expect("8 bytes"));
+    loop {
+        if read_frame(&mut stream, &mut buffer).await.is_err() {
+            break;
+        }
+        match PeerMessage::decode(&buffer) {
+            Ok(message) => {
+                if inbox.send(ToCommit::Peer { from, message }).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "zoo: undecodable message from server {from}: {e}; dropping the connection"
+                );
+                break;
+            }
+        }
+    }
+    let _ = inbox.send(ToCommit::PeerLost { from }).await;
+}
+
+/// Keeps a connection to `peer` open and writes the frames queued for it, several per write.
+pub async fn dial(me: i64, peer: i64, address: SocketAddr, frames: LocalReceiver<Arc<Vec<u8>>>) {
+    let mut hello = Vec::with_capacity(20);
+    hello.extend_from_slice(&16u32.to_be_bytes());
+    hello.extend_from_slice(HELLO_MAGIC);
+    hello.extend_from_slice(&me.to_be_bytes());
+    let mut out = Vec::new();
+    'connect: loop {
+        let mut stream = match TcpStream::connect(address).await {
+            Ok(s) => s,
+            Err(_) => {
+                glommio::timer::sleep(Duration::from_millis(PEER_RECONNECT_MS)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if stream.write_all(&hello).await.is_err() {
+            continue;
+        }
+        loop {
+            let Some(first) = frames.recv().await else {
+                return;
+            };
+            out.clear();
+            out.extend_from_slice(&(first.len() as u32).to_be_bytes());
+            out.extend_from_slice(&first);
+            while out.len() < 1 << 20 {
+                match futures_lite::future::poll_once(frames.recv()).await {
+                    Some(Some(frame)) => {
+                        out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+                        out.extend_from_slice(&frame);
+                    }
+                    _ => break,
+                }
+            }
+            if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                eprintln!("zoo: connection to server {peer} broke; reconnecting");
+                continue 'connect;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_messages_round_trip_and_truncations_are_errors() {
+        let messages = vec![
+            PeerMessage::ForwardWrite {
+                request: 9,
+                session_id: 77,
+                auth: vec![Id::new("digest", "u:x")],
+                frame: vec![0, 0, 0, 1, 0, 0, 0, 5],
+            },
+            PeerMessage::ForwardConnect {
+                request: 1,
+                timeout_ms: 4000,
+                password: [7; 16],
+            },
+            PeerMessage::Touch {
+                sessions: vec![1, 2, 3],
+            },
+            PeerMessage::WriteDone {
+                request: 3,
+                ready_at: 0x1_0000_0004,
+                reply: WriteReply {
+                    xid: 5,
+                    zxid: 0x1_0000_0004,
+                    err: -110,
+                    body: vec![1, 2],
+                    close_connection: false,
+                },
+            },
+            PeerMessage::ConnectDone {
+                request: 4,
+                ready_at: 8,
+                session_id: 1 << 56,
+                timeout_ms: 6000,
+                password: [1; 16],
+            },
+            PeerMessage::Raft(Message::VoteReply {
+                term: 3,
+                granted: true,
+            }),
+        ];
+        for m in messages {
+            let bytes = m.to_frame();
+            assert_eq!(PeerMessage::decode(&bytes).unwrap(), m);
+            for cut in 0..bytes.len() {
+                assert!(
+                    PeerMessage::decode(&bytes[..cut]).is_err(),
+                    "{m:?} cut at {cut}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! A replicated ensemble of real `zoo` processes on loopback: writes through any server,
+//! leader failover under load, a paused follower, a full restart, session expiry across
+//! servers. docs/ARCHITECTURE.md R8–R12.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PERSISTENT: i32 = 0;
+const EPHEMERAL: i32 = 1;
+
+/// A session on server `port`, retrying while the server is not serving (electing, syncing).
+fn connect(port: u16) -> RawClient {
+    wait_for_long("a session on the server", || {
+        let c = RawClient::resume(port, 0, &[0; 16], 0).ok()?;
+        (c.session.session_id != 0).then_some(c)
+    })
+}
+
+/// Waits until server `port` has `path` (replication is asynchronous for other sessions).
+fn wait_until_present(port: u16, path: &str) {
+    wait_for_long(&format!("{path} on port {port}"), || {
+        let mut c = RawClient::resume(port, 0, &[0; 16], 0).ok()?;
+        c.exists(path, false).ok()
+    });
+}
+
+fn children(port: u16, path: &str) -> BTreeSet<String> {
+    connect(port)
+        .get_children(path)
+        .expect("getChildren")
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn writes_through_any_server_are_read_on_every_server() {
+    let ensemble = ZooEnsemble::start(3, 0, &[]);
+    for (i, server) in ensemble.servers.iter().enumerate() {
+        let mut c = connect(server.port());
+        c.create(&format!("/from-{i}"), b"v", PERSISTENT).unwrap();
+        // R1: the session reads its own write on the server it is connected to.
+        assert_eq!(c.get_data(&format!("/from-{i}"), false).unwrap().0, b"v");
+    }
+    for server in &ensemble.servers {
+        for i in 0..3 {
+            wait_until_present(server.port(), &format!("/from-{i}"));
+        }
+    }
+    let leader = ensemble.leader();
+    let srvr = four_letter(ensemble.servers[leader].port(), "srvr").unwrap();
+    assert!(srvr.contains("Mode: leader"), "{srvr}");
+    let mntr = four_letter(ensemble.servers[leader].port(), "mntr").unwrap();
+    assert!(mntr.contains("zk_followers\t2"), "{mntr}");
+}
+
+#[test]
+fn sequential_names_and_zxids_agree_on_every_server() {
+    let ensemble = ZooEnsemble::start(3, 0, &[]);
+    let mut names = Vec::new();
+    for round in 0..6 {
+        let port = ensemble.servers[round % 3].port();
+        let mut c = connect(port);
+        names.push(c.create("/q-", b"", 2).unwrap());
+    }
+    let unique: BTreeSet<&String> = names.iter().collect();
+    assert_eq!(
+        unique.len(),
+        names.len(),
+        "sequence numbers are unique: {names:?}"
+    );
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, names, "sequence numbers grow in commit order");
+    let expected: BTreeSet<String> = names.iter().map(|n| n[1..].to_owned()).collect();
+    for server in &ensemble.servers {
+        wait_for_long("every sequential node everywhere", || {
+            (children(server.port(), "/").is_superset(&expected)).then_some(())
+        });
+    }
+}
+
+#[test]
+fn killing_the_leader_under_write_load_loses_no_acknowledged_write() {
+    let mut ensemble = ZooEnsemble::start(3, 0, &[]);
+    let leader = ensemble.leader();
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let ports: Vec<u16> = followers
+        .iter()
+        .map(|i| ensemble.servers[*i].port())
+        .collect();
+    // Writers on both followers; each write is acknowledged or not, never assumed.
+    let writers: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(w, port)| {
+            let port = *port;
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut client = connect(port);
+                let started = Instant::now();
+                let mut i = 0;
+                while started.elapsed() < Duration::from_secs(4) {
+                    let path = format!("/w{w}-{i}");
+                    i += 1;
+                    match client.try_create(&path, b"x", PERSISTENT) {
+                        Ok(Ok(_)) => acked.push((path, Instant::now())),
+                        // Refused: the write did not happen.
+                        Ok(Err(_)) => {}
+                        // Unknown outcome: not counted as acknowledged.
+                        Err(_) => client = connect(port),
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed_at = Instant::now();
+    ensemble.servers[leader].kill9();
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.join().expect("writer"));
+    }
+    let after_kill = acked.iter().filter(|(_, t)| *t > killed_at).count();
+    assert!(
+        after_kill > 0,
+        "a new leader committed writes after the kill"
+    );
+    let first_after = acked
+        .iter()
+        .filter(|(_, t)| *t > killed_at)
+        .map(|(_, t)| t.duration_since(killed_at))
+        .min()
+        .unwrap();
+    eprintln!(
+        "failover: {} writes acknowledged, {after_kill} after the kill; first after {:?}",
+        acked.len(),
+        first_after
+    );
+    let new_leader = ensemble.leader();
+    assert_ne!(new_leader, leader);
+    for port in &ports {
+        let present = children(*port, "/");
+        for (path, _) in &acked {
+            assert!(
+                present.contains(&path[1..]),
+                "acknowledged {path} lost on {port}"
+            );
+        }
+    }
+    // The old leader comes back as a follower with everything.
+    ensemble.servers[leader].start_again();
+    ensemble.wait_until_serving();
+    wait_for_long("the old leader to catch up", || {
+        let present = children(ensemble.servers[leader].port(), "/");
+        acked
+            .iter()
+            .all(|(p, _)| present.contains(&p[1..]))
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_follower_paused_past_the_session_timeout_catches_up_after_it_resumes() {
+    let ensemble = ZooEnsemble::start(3, 0, &[]);
+    let leader = ensemble.leader();
+    let paused = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    ensemble.servers[paused].signal("STOP");
+    let mut c = connect(ensemble.servers[other].port());
+    for i in 0..50 {
+        c.create(&format!("/while-paused-{i}"), b"", PERSISTENT)
+            .unwrap();
+    }
+    // Longer than the largest session timeout of the test config (tickTime 500 → 10 s max)
+    // would slow the suite; the election timeout (1–2 s) is what matters to the protocol.
+    std::thread::sleep(Duration::from_secs(3));
+    ensemble.servers[paused].signal("CONT");
+    ensemble.wait_until_serving();
+    assert_eq!(
+        ensemble.leader(),
+        leader,
+        "pre-vote: the paused server did not depose the leader"
+    );
+    wait_until_present(ensemble.servers[paused].port(), "/while-paused-49");
+    c.create("/after-resume", b"", PERSISTENT).unwrap();
+    wait_until_present(ensemble.servers[paused].port(), "/after-resume");
+}
+
+#[test]
+fn restarting_every_server_at_once_keeps_every_acknowledged_write() {
+    let mut ensemble = ZooEnsemble::start(3, 0, &[]);
+    let mut c = connect(ensemble.servers[0].port());
+    for i in 0..100 {
+        c.create(&format!("/r{i}"), b"d", PERSISTENT).unwrap();
+    }
+    drop(c);
+    for s in ensemble.servers.iter_mut() {
+        s.kill9();
+    }
+    for s in ensemble.servers.iter_mut() {
+        s.start_again();
+    }
+    ensemble.wait_until_serving();
+    for s in &ensemble.servers {
+        wait_for_long("all writes after a full restart", || {
+            let present = children(s.port(), "/");
+            (0..100)
+                .all(|i| present.contains(&format!("r{i}")))
+                .then_some(())
+        });
+    }
+    // The new term's zxids are above the old ones (R12).
+    let srvr = four_letter(ensemble.servers[0].port(), "srvr").unwrap();
+    let zxid = srvr
+        .lines()
+        .find_map(|l| l.strip_prefix("Zxid: 0x"))
+        .map(|z| i64::from_str_radix(z, 16).unwrap())
+        .unwrap();
+    assert!(zxid >> 32 >= 2, "a new epoch after restart: {zxid:#x}");
+}
+
+#[test]
+fn an_expired_session_loses_its_ephemerals_on_every_server() {
+    let ensemble = ZooEnsemble::start(3, 0, &[]);
+    let leader = ensemble.leader();
+    let follower = (leader + 1) % 3;
+    let port = ensemble.servers[follower].port();
+    // Requested 1 s, raised to minSessionTimeout (2 × tickTime = 1 s here).
+    let mut c = wait_for_long("a short session", || {
+        let c = RawClient::resume_with_timeout(port, 1000).ok()?;
+        (c.session.session_id != 0).then_some(c)
+    });
+    c.create("/eph", b"", EPHEMERAL).unwrap();
+    for s in &ensemble.servers {
+        wait_until_present(s.port(), "/eph");
+    }
+    // Silence: no pings, no close (the socket stays open). The leader expires the session.
+    for s in &ensemble.servers {
+        wait_for_long("the ephemeral to vanish everywhere", || {
+            let mut c = RawClient::resume(s.port(), 0, &[0; 16], 0).ok()?;
+            (c.exists("/eph", false) == Err(-101)).then_some(())
+        });
+    }
+    drop(c);
+}
+
+#[test]
+fn an_observer_follows_the_log_and_forwards_writes() {
+    let ensemble = ZooEnsemble::start(3, 1, &[]);
+    assert_eq!(ensemble.mode(3).as_deref(), Some("observer"));
+    let mut c = connect(ensemble.servers[3].port());
+    c.create("/via-observer", b"o", PERSISTENT).unwrap();
+    assert_eq!(c.get_data("/via-observer", false).unwrap().0, b"o");
+    for s in &ensemble.servers {
+        wait_until_present(s.port(), "/via-observer");
+    }
+}
