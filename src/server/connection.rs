@@ -795,6 +795,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             timeout_ms: request.timeout_ms,
             last_zxid_seen: request.last_zxid_seen,
             new_password,
+            read_only_allowed: request.read_only == Some(true),
         }))
         .await;
     let result = loop {
@@ -824,7 +825,17 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             session_id,
             timeout_ms,
             password,
+        }
+        | ConnectResult::ReadOnly {
+            session_id,
+            timeout_ms,
+            password,
         } => {
+            let read_only = if matches!(result, ConnectResult::ReadOnly { .. }) {
+                Some(true)
+            } else {
+                read_only
+            };
             {
                 let mut state = connection.state.borrow_mut();
                 state.session_id = session_id;

@@ -105,6 +105,10 @@ struct Ensemble {
     snapshots: SnapshotState,
     catch_up: CatchUp,
     reap_per_tick_max: usize,
+    /// Read-only sessions (local to this server, never replicated) and their connections.
+    read_only_sessions: HashMap<i64, ConnectionRef>,
+    next_read_only_session: i64,
+    was_serving: bool,
 }
 
 /// Snapshots built in the background for followers: (peer, zxid, bytes).
@@ -279,6 +283,10 @@ pub async fn run(
         },
         catch_up: Arc::new(Mutex::new(Vec::new())),
         reap_per_tick_max: per_tick,
+        read_only_sessions: HashMap::new(),
+        was_serving: false,
+        // Read-only session ids: this server's id in the top byte, a distinct range below.
+        next_read_only_session: (me << 56) | (0xff << 48) | (wall_clock_ms() & 0xffff_ffff),
         config,
     };
     ensemble.publish_stats();
@@ -349,6 +357,31 @@ impl Ensemble {
         }
     }
 
+    fn read_only_session(
+        &mut self,
+        connection: ConnectionRef,
+        timeout_ms: i32,
+        password: [u8; 16],
+    ) -> ConnectResult {
+        let session_id = self.next_read_only_session;
+        self.next_read_only_session += 1;
+        self.read_only_sessions.insert(session_id, connection);
+        ConnectResult::ReadOnly {
+            session_id,
+            timeout_ms: self.applied.negotiate_timeout(timeout_ms),
+            password,
+        }
+    }
+
+    /// Back in the quorum: read-only clients reconnect to get read-write sessions.
+    fn end_read_only_sessions(&mut self) {
+        let connections: Vec<ConnectionRef> =
+            self.read_only_sessions.drain().map(|(_, c)| c).collect();
+        for c in connections {
+            self.close(c);
+        }
+    }
+
     fn send_peer(&mut self, to: NodeId, message: &PeerMessage) {
         if let Some(tx) = self.peers.get(&to) {
             // Full: dropped; see the module comment of `peer`.
@@ -376,7 +409,16 @@ impl Ensemble {
         match message {
             ToCommit::Connect(attempt) => {
                 let connection = attempt.connection;
-                let result = if !self.serving() {
+                let result = if !self.serving()
+                    && self.config.read_only_mode_enabled
+                    && attempt.read_only_allowed
+                {
+                    Some(self.read_only_session(
+                        connection,
+                        attempt.timeout_ms,
+                        attempt.new_password,
+                    ))
+                } else if !self.serving() {
                     Some(ConnectResult::NotServing)
                 } else if attempt.last_zxid_seen > self.applied.last_zxid() {
                     Some(ConnectResult::ZxidAhead)
@@ -427,7 +469,26 @@ impl Ensemble {
                 write,
                 frame,
             } => {
-                if self.is_leader() {
+                if self.read_only_sessions.contains_key(&write.session_id) {
+                    let (err, close_connection) = match write.request {
+                        Request::CloseSession => (0, true),
+                        _ => (crate::error::ZkError::NotReadOnly.code(), false),
+                    };
+                    let reply = WriteReply {
+                        xid: write.xid,
+                        zxid: self.applied.last_zxid(),
+                        err,
+                        body: Vec::new(),
+                        close_connection,
+                    };
+                    self.reply(
+                        connection,
+                        ShardReply::Write {
+                            connection_id: connection.connection_id,
+                            reply,
+                        },
+                    );
+                } else if self.is_leader() {
                     self.leader_write(Origin::Local(connection), write);
                 } else if let (Some(leader), Some(frame)) = (self.replica.leader(), frame) {
                     let request = self.next_request;
@@ -450,7 +511,11 @@ impl Ensemble {
             ToCommit::Disconnected {
                 connection,
                 session_id,
-            } => self.applied.detach(session_id, connection),
+            } => {
+                if self.read_only_sessions.remove(&session_id).is_none() {
+                    self.applied.detach(session_id, connection);
+                }
+            }
             ToCommit::ExpiryTick => {
                 let mut proposals = Vec::new();
                 if let Some(spec) = self.speculative.as_mut() {
@@ -846,6 +911,25 @@ impl Ensemble {
             }
         }
         self.release_held();
+        let serving = self.serving();
+        if serving && !self.read_only_sessions.is_empty() {
+            self.end_read_only_sessions();
+        }
+        if self.was_serving && !serving {
+            // Out of the quorum: as ZooKeeper does, drop every client so that each finds a
+            // server that is in it (or comes back read-only, where allowed).
+            let owners: Vec<ConnectionRef> = self
+                .applied
+                .sessions()
+                .iter()
+                .filter_map(|s| s.owner)
+                .filter(|o| *o != NO_CONNECTION)
+                .collect();
+            for owner in owners {
+                self.close(owner);
+            }
+        }
+        self.was_serving = serving;
         self.publish().await;
     }
 
@@ -977,6 +1061,7 @@ impl Ensemble {
             Role::Leader => ServerMode::Leader,
             Role::Follower if self.serving() => ServerMode::Follower,
             Role::Observer if self.serving() => ServerMode::Observer,
+            _ if self.config.read_only_mode_enabled => ServerMode::ReadOnly,
             _ => ServerMode::Looking,
         };
         self.stats.commit.mode.store(mode as u8, Relaxed);

@@ -37,7 +37,13 @@ pub fn respond(shard: &Shard, command: &str) -> String {
     match command {
         "ruok" => out.push_str("imok"),
         // ZooKeeper prints no newline here, and clients compare the reply with "rw" exactly.
-        "isro" => out.push_str("rw"),
+        "isro" => {
+            if stats.mode() == crate::server::stats::ServerMode::ReadOnly {
+                out.push_str("ro")
+            } else {
+                out.push_str("rw")
+            }
+        }
         "srvr" | "stat" => {
             let _ = writeln!(out, "Zookeeper version: {}", version_line());
             if command == "stat" {

@@ -21,6 +21,8 @@ pub struct ConnectAttempt {
     pub last_zxid_seen: i64,
     /// A fresh random password, used if a new session is created.
     pub new_password: [u8; 16],
+    /// The client accepts a read-only session (ConnectRequest.readOnly).
+    pub read_only_allowed: bool,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,14 @@ pub enum ConnectResult {
     },
     /// Unknown session or wrong password: zeroed ConnectResponse, then close.
     Expired,
+    /// A read-only session on a server cut off from its quorum (readonlymode.enabled): it
+    /// lives only on this server, reads the last state this server applied, and its writes
+    /// fail with NOTREADONLY.
+    ReadOnly {
+        session_id: i64,
+        timeout_ms: i32,
+        password: [u8; 16],
+    },
     /// The client has seen a newer zxid than this server: close without a response.
     ZxidAhead,
     /// In an ensemble, this server is not following a leader: close without a response, so

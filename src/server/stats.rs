@@ -77,6 +77,8 @@ pub enum ServerMode {
     Observer = 3,
     /// In an ensemble, without a leader it follows (ZooKeeper's LOOKING).
     Looking = 4,
+    /// Looking, and serving read-only sessions (readonlymode.enabled).
+    ReadOnly = 5,
 }
 
 impl ServerMode {
@@ -86,6 +88,7 @@ impl ServerMode {
             2 => ServerMode::Follower,
             3 => ServerMode::Observer,
             4 => ServerMode::Looking,
+            5 => ServerMode::ReadOnly,
             _ => ServerMode::Standalone,
         }
     }
@@ -98,6 +101,7 @@ impl ServerMode {
             ServerMode::Follower => "follower",
             ServerMode::Observer => "observer",
             ServerMode::Looking => "looking",
+            ServerMode::ReadOnly => "read-only",
         }
     }
 }
