@@ -372,6 +372,44 @@ impl Replica {
         self.reset_election_timeout();
     }
 
+    /// Adopts a committed membership change (at most one voter differs; see
+    /// core::membership). New peers start from our last entry; a leader that is no longer a
+    /// voter steps down.
+    pub fn set_membership(
+        &mut self,
+        voters: impl IntoIterator<Item = NodeId>,
+        observers: impl IntoIterator<Item = NodeId>,
+    ) {
+        self.voters = voters.into_iter().collect();
+        self.observers = observers.into_iter().collect();
+        let is_voter = self.voters.contains(&self.id);
+        match self.role {
+            Role::Leader if !is_voter => {
+                let term = self.hard.term;
+                self.become_follower(term, None);
+            }
+            Role::Leader => {
+                let last = self.last_zxid();
+                let peers: Vec<NodeId> = self.peers().collect();
+                self.progress.retain(|id, _| peers.contains(id));
+                for p in peers {
+                    self.progress.entry(p).or_insert(Progress {
+                        matched: 0,
+                        sent: last,
+                        active: true,
+                        snapshot_wait: 0,
+                    });
+                }
+                self.maybe_commit();
+            }
+            Role::Observer if is_voter => self.role = Role::Follower,
+            Role::Follower | Role::PreCandidate | Role::Candidate if !is_voter => {
+                self.role = Role::Observer
+            }
+            _ => {}
+        }
+    }
+
     /// The connection to `peer` broke. If it was the leader, stop waiting for it: a killed
     /// leader is noticed at once instead of after an election timeout, and this replica's
     /// pre-vote lease no longer protects it.

@@ -12,6 +12,8 @@ use crate::core::acl::{self, perms};
 use crate::core::path;
 use crate::core::sessions::{ConnectionRef, Session, SessionTable};
 use crate::core::tree::{self, DataTree, NodeKind, Trigger};
+use crate::config::Member;
+use crate::core::membership::Membership;
 use crate::core::txn::{Txn, TxnHeader};
 use crate::error::{ZkError, ZkResult};
 use crate::jute::Writer;
@@ -26,6 +28,8 @@ pub struct CoreConfig {
     pub extended_types_enabled: bool,
     pub skip_acl: bool,
     pub reconfig_enabled: bool,
+    /// A member of an ensemble: reconfig changes `/zookeeper/config` instead of failing.
+    pub replicated: bool,
 }
 
 impl Default for CoreConfig {
@@ -37,6 +41,7 @@ impl Default for CoreConfig {
             extended_types_enabled: false,
             skip_acl: false,
             reconfig_enabled: false,
+            replicated: false,
         }
     }
 }
@@ -371,7 +376,17 @@ impl CommitCore {
                 leaving,
                 new_members,
                 config_id,
-            } => error(self.check_reconfig(&joining, &leaving, &new_members, config_id, &auth)),
+            } => {
+                if let Err(e) =
+                    self.check_reconfig(&joining, &leaving, &new_members, config_id, &auth)
+                {
+                    return error(e);
+                }
+                match self.reconfig(&joining, &leaving, &new_members, config_id, session_id, xid, now_ms, triggers) {
+                    Ok(outcome) => outcome,
+                    Err(e) => error(e),
+                }
+            }
             Request::CloseSession => {
                 let header = self.next_header(session_id, xid, now_ms);
                 let txn = Txn::CloseSession { session_id };
@@ -507,9 +522,9 @@ impl CommitCore {
         }
     }
 
-    /// Validates a reconfig the way ZooKeeper's leader does (enabled, config version, input,
-    /// WRITE on /zookeeper/config), then refuses it: a standalone server has no ensemble to
-    /// change, so the answer is always an error.
+    /// Validates a reconfig the way ZooKeeper's leader does: enabled, well-formed input,
+    /// WRITE on /zookeeper/config. A standalone server has no ensemble to change, so there
+    /// every valid request is answered RECONFIGDISABLED.
     fn check_reconfig(
         &self,
         joining: &str,
@@ -517,12 +532,18 @@ impl CommitCore {
         new_members: &str,
         config_id: i64,
         auth: &[Id],
-    ) -> ZkError {
+    ) -> Result<(), ZkError> {
         if !self.config.reconfig_enabled {
-            return ZkError::ReconfigDisabled;
+            return Err(ZkError::ReconfigDisabled);
         }
-        if config_id != -1 && config_id != 0 {
-            return ZkError::BadVersion;
+        // ZooKeeper's order: version, then input, then the ACL.
+        let current_version = if self.config.replicated {
+            self.membership().map_or(0, |m| m.version)
+        } else {
+            0
+        };
+        if config_id != -1 && config_id != current_version {
+            return Err(ZkError::BadVersion);
         }
         let servers_ok = |list: &str| {
             list.split(',')
@@ -534,7 +555,7 @@ impl CommitCore {
             .filter(|s| !s.trim().is_empty())
             .all(|id| id.trim().parse::<i64>().is_ok());
         if !servers_ok(joining) || !servers_ok(new_members) || !leaving_ok {
-            return ZkError::BadArguments;
+            return Err(ZkError::BadArguments);
         }
         let config_acl = self
             .tree
@@ -542,9 +563,87 @@ impl CommitCore {
             .map(|n| n.acl.clone())
             .unwrap_or_default();
         if !acl::check(&config_acl, perms::WRITE, auth) {
-            return ZkError::NoAuth;
+            return Err(ZkError::NoAuth);
         }
-        ZkError::ReconfigDisabled
+        if !self.config.replicated {
+            return Err(ZkError::ReconfigDisabled);
+        }
+        Ok(())
+    }
+
+    /// The current membership, from `/zookeeper/config`.
+    pub fn membership(&self) -> Option<Membership> {
+        let node = self.tree.get("/zookeeper/config")?;
+        let text = std::str::from_utf8(node.data.as_deref()?).ok()?;
+        Membership::parse(text).ok()
+    }
+
+    /// Writes `members` into `/zookeeper/config` under the next zxid, which becomes the config
+    /// id (the leader's first term writes the zoo.cfg membership this way).
+    pub fn write_config(&mut self, members: &[Member], now_ms: i64) -> (TxnHeader, Txn) {
+        let header = self.next_header(0, 0, now_ms);
+        let version = self
+            .tree
+            .get("/zookeeper/config")
+            .map_or(0, |n| n.version + 1);
+        let txn = Txn::SetData {
+            path: "/zookeeper/config".into(),
+            data: Some(Membership::render(members, header.zxid).into_bytes()),
+            version,
+        };
+        self.apply(&header, &txn, &mut Vec::new());
+        (header, txn)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reconfig(
+        &mut self,
+        joining: &str,
+        leaving: &str,
+        new_members: &str,
+        config_id: i64,
+        session_id: i64,
+        xid: i32,
+        now_ms: i64,
+        triggers: &mut Vec<Trigger>,
+    ) -> Result<WriteOutcome, ZkError> {
+        let current = self.membership().unwrap_or(Membership {
+            members: Vec::new(),
+            version: 0,
+        });
+        if config_id != -1 && config_id != current.version {
+            return Err(ZkError::BadVersion);
+        }
+        let next = current.change(joining, leaving, new_members)?;
+        let header = self.next_header(session_id, xid, now_ms);
+        let version = self
+            .tree
+            .get("/zookeeper/config")
+            .map_or(0, |n| n.version + 1);
+        let data = Membership::render(&next, header.zxid).into_bytes();
+        let txn = Txn::SetData {
+            path: "/zookeeper/config".into(),
+            data: Some(data.clone()),
+            version,
+        };
+        self.apply(&header, &txn, triggers);
+        let mut body = Vec::new();
+        body.put_buffer(&data);
+        self.tree
+            .get("/zookeeper/config")
+            .expect("system node")
+            .stat()
+            .encode(&mut body);
+        Ok(WriteOutcome {
+            reply: WriteReply {
+                xid,
+                zxid: header.zxid,
+                err: 0,
+                body,
+                close_connection: false,
+            },
+            txn: Some((header, txn)),
+        })
     }
 
     /// Containers with no children that have had children, and TTL nodes with no children

@@ -33,6 +33,7 @@ pub fn core_config(config: &Config) -> CoreConfig {
         extended_types_enabled: config.extended_types_enabled,
         skip_acl: config.skip_acl,
         reconfig_enabled: config.reconfig_enabled,
+        replicated: config.is_ensemble(),
     }
 }
 

@@ -23,7 +23,7 @@ use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 
-use crate::config::Config;
+use crate::config::{Config, Member};
 use crate::consensus::{Entry, HardState, NodeId, Replica, Role, Timing};
 use crate::core::commit::{Attach, CommitCore, WriteReply, WriteRequest};
 use crate::core::sessions::ConnectionRef;
@@ -109,6 +109,9 @@ struct Ensemble {
     read_only_sessions: HashMap<i64, ConnectionRef>,
     next_read_only_session: i64,
     was_serving: bool,
+    /// The membership in force (from `/zookeeper/config` once written, zoo.cfg before).
+    members: Vec<Member>,
+    members_version: i64,
 }
 
 /// Snapshots built in the background for followers: (peer, zxid, bytes).
@@ -173,6 +176,16 @@ pub async fn run(
         shards.push(outbox.connect().await);
     }
     let me = config.server_id;
+    let Recovered {
+        applied,
+        records,
+        hard,
+    } = recovered;
+    // Once written, the replicated /zookeeper/config is the membership; zoo.cfg only seeds it.
+    let (members, members_version) = match applied.membership() {
+        Some(m) if !m.members.is_empty() => (m.members, m.version),
+        _ => (config.members.clone(), 0),
+    };
     let mine = config
         .members
         .iter()
@@ -181,11 +194,10 @@ pub async fn run(
     let listen_address = resolve(&mine.host, mine.quorum_port).expect("validated");
     glommio::spawn_local(peer::listen(listen_address, merged_tx.clone())).detach();
     let mut peers = HashMap::new();
-    for m in config.members.iter().filter(|m| m.id != me) {
-        let (tx, rx) = local_channel::new_bounded::<Arc<Vec<u8>>>(PEER_QUEUE_FRAMES_MAX);
-        let address = resolve(&m.host, m.quorum_port).expect("validated");
-        glommio::spawn_local(peer::dial(me, m.id, address, rx)).detach();
-        peers.insert(m.id, tx);
+    for m in members.iter().filter(|m| m.id != me) {
+        if let Some(tx) = dial_member(me, m) {
+            peers.insert(m.id, tx);
+        }
     }
     spawn_timer(merged_tx.clone(), RAFT_TICK_MS, || ToCommit::RaftTick);
     let tick_ms = (config.tick_time_ms as u64 / 2).clamp(10, 500);
@@ -199,11 +211,6 @@ pub async fn run(
         / 60_000)
         .max(1) as usize;
 
-    let Recovered {
-        applied,
-        records,
-        hard,
-    } = recovered;
     let entries: Vec<Entry> = records
         .into_iter()
         .map(|(zxid, bytes)| Entry {
@@ -211,18 +218,12 @@ pub async fn run(
             payload: bytes.into(),
         })
         .collect();
-    let voters: Vec<NodeId> = config
-        .members
+    let voters: Vec<NodeId> = members
         .iter()
         .filter(|m| !m.observer)
         .map(|m| m.id)
         .collect();
-    let observers: Vec<NodeId> = config
-        .members
-        .iter()
-        .filter(|m| m.observer)
-        .map(|m| m.id)
-        .collect();
+    let observers: Vec<NodeId> = members.iter().filter(|m| m.observer).map(|m| m.id).collect();
     let mut seed = [0u8; 8];
     let _ = getrandom::getrandom(&mut seed);
     let timing = Timing {
@@ -285,6 +286,8 @@ pub async fn run(
         reap_per_tick_max: per_tick,
         read_only_sessions: HashMap::new(),
         was_serving: false,
+        members,
+        members_version,
         // Read-only session ids: this server's id in the top byte, a distinct range below.
         next_read_only_session: (me << 56) | (0xff << 48) | (wall_clock_ms() & 0xffff_ffff),
         config,
@@ -314,6 +317,21 @@ pub async fn run(
         ensemble.cycle().await;
     }
     drop(pumps);
+}
+
+/// Starts the task that keeps a connection to `member`; `None` if its address does not
+/// resolve (it is then unreachable until a later reconfig names it again).
+fn dial_member(me: NodeId, member: &Member) -> Option<LocalSender<Arc<Vec<u8>>>> {
+    let address = match resolve(&member.host, member.quorum_port) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("zoo: server {}: {e}", member.id);
+            return None;
+        }
+    };
+    let (tx, rx) = local_channel::new_bounded::<Arc<Vec<u8>>>(PEER_QUEUE_FRAMES_MAX);
+    glommio::spawn_local(peer::dial(me, member.id, address, rx)).detach();
+    Some(tx)
 }
 
 fn spawn_timer(tx: Rc<LocalSender<ToCommit>>, period_ms: u64, make: fn() -> ToCommit) {
@@ -694,6 +712,23 @@ impl Ensemble {
 
     fn leader_write(&mut self, origin: Origin, write: WriteRequest) {
         let now = wall_clock_ms();
+        if matches!(write.request, Request::Reconfig { .. }) {
+            let version = |c: &CommitCore| c.membership().map_or(0, |m| m.version);
+            let spec = self.speculative.as_ref().expect("leader");
+            if version(spec) != version(&self.applied) {
+                // One change at a time: the previous one is not committed yet.
+                let reply = WriteReply {
+                    xid: write.xid,
+                    zxid: self.applied.last_zxid(),
+                    err: crate::error::ZkError::ReconfigInProgress.code(),
+                    body: Vec::new(),
+                    close_connection: false,
+                };
+                let ready_at = self.replica.last_zxid();
+                self.answer_write(origin, ready_at, reply);
+                return;
+            }
+        }
         let spec = self.speculative.as_mut().expect("leader");
         spec.touch(write.session_id, now);
         let outcome = spec.process_write(write, now, &mut Vec::new());
@@ -834,9 +869,16 @@ impl Ensemble {
         }
         spec.restart_session_clocks(now);
         let (header, txn) = spec.apply_epoch_start(now);
+        let seed_config = spec
+            .membership()
+            .is_none_or(|m| m.members.is_empty())
+            .then(|| spec.write_config(&self.members, now));
         self.speculative = Some(spec);
         self.propose(&header, &txn);
         self.epoch_start = header.zxid;
+        if let Some((header, txn)) = seed_config {
+            self.propose(&header, &txn);
+        }
         eprintln!(
             "zoo: server {} leads term {} from zxid {:#x}",
             self.me,
@@ -965,6 +1007,12 @@ impl Ensemble {
             self.snapshots.txns_since += 1;
         }
         self.note_synced();
+        if let Some(m) = self.applied.membership()
+            && m.version != self.members_version
+            && !m.members.is_empty()
+        {
+            self.adopt_members(m.members, m.version);
+        }
         if self.snapshots.txns_since >= self.snapshots.txns_max {
             self.start_snapshot();
         }
@@ -980,6 +1028,34 @@ impl Ensemble {
                 self.replica.compact(cut);
             }
         }
+    }
+
+    /// A committed reconfig: new voters and observers take part from now on.
+    fn adopt_members(&mut self, members: Vec<Member>, version: i64) {
+        eprintln!(
+            "zoo: server {} adopts config {version:#x}: {}",
+            self.me,
+            members
+                .iter()
+                .map(|m| format!("{}{}", m.id, if m.observer { "(observer)" } else { "" }))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let me = self.me;
+        self.peers.retain(|id, _| members.iter().any(|m| m.id == *id));
+        for m in members.iter().filter(|m| m.id != me) {
+            if !self.peers.contains_key(&m.id)
+                && let Some(tx) = dial_member(me, m)
+            {
+                self.peers.insert(m.id, tx);
+            }
+        }
+        self.replica.set_membership(
+            members.iter().filter(|m| !m.observer).map(|m| m.id),
+            members.iter().filter(|m| m.observer).map(|m| m.id),
+        );
+        self.members = members;
+        self.members_version = version;
     }
 
     fn note_synced(&mut self) {
