@@ -260,3 +260,86 @@ fn an_observer_follows_the_log_and_forwards_writes() {
         wait_until_present(s.port(), "/via-observer");
     }
 }
+
+/// `reconfig(joining, leaving, newMembers, -1)`; returns the error code or the new config text.
+fn reconfig(client: &mut RawClient, joining: &str, leaving: &str) -> Result<String, i32> {
+    let mut body = Vec::new();
+    body.string(joining).string(leaving).string("").long(-1);
+    let reply = client.call(16, &body);
+    if reply.err != 0 {
+        return Err(reply.err);
+    }
+    let data = Cursor::new(&reply.body).buffer().unwrap_or_default();
+    Ok(String::from_utf8(data).unwrap())
+}
+
+#[test]
+fn reconfig_adds_and_removes_a_voter_under_write_load_without_losing_writes() {
+    let mut ensemble = ZooEnsemble::start(3, 0, &["reconfigEnabled=true", "skipACL=yes"]);
+    let (mut joiner, spec) = ensemble.configure_joiner(4, "participant");
+    joiner.start_again();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ports: Vec<u16> = ensemble.servers.iter().map(|s| s.port()).collect();
+    let writer = {
+        let stop = stop.clone();
+        let port = ports[1];
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut client = connect(port);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let path = format!("/load-{i}");
+                i += 1;
+                match client.try_create(&path, b"x", PERSISTENT) {
+                    Ok(Ok(_)) => acked.push(path),
+                    Ok(Err(_)) => {}
+                    Err(_) => client = connect(port),
+                }
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut admin = connect(ports[2]);
+    let config = reconfig(&mut admin, &spec, "").expect("add server 4");
+    assert!(config.contains("server.4="), "{config}");
+    wait_for_long("server 4 to follow", || {
+        (four_letter(joiner.port(), "srvr")
+            .ok()?
+            .contains("Mode: follower"))
+        .then_some(())
+    });
+    wait_until_present(joiner.port(), "/load-0");
+    // Remove server 1 (possibly the leader) while the load goes on.
+    let config = reconfig(&mut admin, "", "1").expect("remove server 1");
+    assert!(!config.contains("server.1="), "{config}");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().expect("writer");
+    assert!(acked.len() > 10, "the load made progress: {}", acked.len());
+    ensemble.servers[0].stop();
+    let remaining = [ports[1], ports[2], joiner.port()];
+    for port in remaining {
+        wait_for_long("every acknowledged write on the new ensemble", || {
+            let present = children(port, "/");
+            acked
+                .iter()
+                .all(|p| present.contains(&p[1..]))
+                .then_some(())
+        });
+    }
+    // The three remaining voters still commit without server 1.
+    let mut c = connect(joiner.port());
+    c.create("/after-reconfig", b"", PERSISTENT).unwrap();
+}
+
+#[test]
+fn reconfig_refuses_two_voter_changes_at_once_and_stale_config_ids() {
+    let ensemble = ZooEnsemble::start(3, 0, &["reconfigEnabled=true", "skipACL=yes"]);
+    let mut admin = connect(ensemble.servers[0].port());
+    let two = "server.8=127.0.0.1:1:2:participant,server.9=127.0.0.1:3:4:participant";
+    assert_eq!(reconfig(&mut admin, two, ""), Err(-8), "BADARGUMENTS");
+    let mut body = Vec::new();
+    body.string("").string("3").string("").long(12345);
+    assert_eq!(admin.call(16, &body).err, -103, "BADVERSION");
+}

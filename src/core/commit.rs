@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
+use crate::config::Member;
 use crate::core::acl::{self, perms};
+use crate::core::membership::Membership;
 use crate::core::path;
 use crate::core::sessions::{ConnectionRef, Session, SessionTable};
 use crate::core::tree::{self, DataTree, NodeKind, Trigger};
-use crate::config::Member;
-use crate::core::membership::Membership;
 use crate::core::txn::{Txn, TxnHeader};
 use crate::error::{ZkError, ZkResult};
 use crate::jute::Writer;
@@ -382,7 +382,16 @@ impl CommitCore {
                 {
                     return error(e);
                 }
-                match self.reconfig(&joining, &leaving, &new_members, config_id, session_id, xid, now_ms, triggers) {
+                match self.reconfig(
+                    &joining,
+                    &leaving,
+                    &new_members,
+                    config_id,
+                    session_id,
+                    xid,
+                    now_ms,
+                    triggers,
+                ) {
                     Ok(outcome) => outcome,
                     Err(e) => error(e),
                 }

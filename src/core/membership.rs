@@ -30,7 +30,9 @@ impl Membership {
             } else if let Some((key, value)) = line.split_once('=')
                 && let Some(id) = key.trim().strip_prefix("server.")
             {
-                let id: i64 = id.parse().map_err(|_| format!("bad server id in '{line}'"))?;
+                let id: i64 = id
+                    .parse()
+                    .map_err(|_| format!("bad server id in '{line}'"))?;
                 let member = Member::parse(id, value)?;
                 members.retain(|m| m.id != id);
                 members.push(member);
@@ -166,9 +168,13 @@ mod tests {
         assert_eq!(m.change("", "1,2", ""), Err(ZkError::BadArguments));
         assert_eq!(m.change("some thing", "", ""), Err(ZkError::BadArguments));
         assert_eq!(
-            m.change("", "", "server.1=h:1:2:participant,server.2=h:3:4:participant")
-                .unwrap()
-                .len(),
+            m.change(
+                "",
+                "",
+                "server.1=h:1:2:participant,server.2=h:3:4:participant"
+            )
+            .unwrap()
+            .len(),
             2
         );
     }

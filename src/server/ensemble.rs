@@ -223,7 +223,11 @@ pub async fn run(
         .filter(|m| !m.observer)
         .map(|m| m.id)
         .collect();
-    let observers: Vec<NodeId> = members.iter().filter(|m| m.observer).map(|m| m.id).collect();
+    let observers: Vec<NodeId> = members
+        .iter()
+        .filter(|m| m.observer)
+        .map(|m| m.id)
+        .collect();
     let mut seed = [0u8; 8];
     let _ = getrandom::getrandom(&mut seed);
     let timing = Timing {
@@ -1042,7 +1046,8 @@ impl Ensemble {
                 .join(", ")
         );
         let me = self.me;
-        self.peers.retain(|id, _| members.iter().any(|m| m.id == *id));
+        self.peers
+            .retain(|id, _| members.iter().any(|m| m.id == *id));
         for m in members.iter().filter(|m| m.id != me) {
             if !self.peers.contains_key(&m.id)
                 && let Some(tx) = dial_member(me, m)

@@ -164,6 +164,11 @@ impl ZooServer {
         self.spawn();
     }
 
+    /// Stops the server (SIGKILL) and keeps its data for `start_again`.
+    pub fn stop(&mut self) {
+        self.kill9();
+    }
+
     /// Sends a signal by number through kill(1).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
@@ -265,6 +270,8 @@ impl Drop for ZooServer {
 /// Servers of one ensemble on loopback, each with its own data dir and ports.
 pub struct ZooEnsemble {
     pub servers: Vec<ZooServer>,
+    /// The config lines every server got (server.N lines and extras).
+    pub lines: Vec<String>,
 }
 
 impl ZooEnsemble {
@@ -299,9 +306,20 @@ impl ZooEnsemble {
         for s in servers.iter_mut() {
             s.spawn();
         }
-        let ensemble = ZooEnsemble { servers };
+        let ensemble = ZooEnsemble { servers, lines };
         ensemble.wait_until_serving();
         ensemble
+    }
+
+    /// Configures (does not start) server `id` that knows the ensemble plus itself, as a
+    /// server about to join with `reconfig` would. Returns it and its `server.N=` spec.
+    pub fn configure_joiner(&self, id: i64, role: &str) -> (ZooServer, String) {
+        let (client, quorum, election) = (free_port(), free_port(), free_port());
+        let spec = format!("server.{id}=127.0.0.1:{quorum}:{election}:{role}");
+        let mut lines = self.lines.clone();
+        lines.push(spec.clone());
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        (ZooServer::configure(client, Some(id), &refs, &[]), spec)
     }
 
     /// `Mode:` of server `i` from `srvr` ("leader", "follower", "observer", "looking").
