@@ -20,4 +20,5 @@ pub mod error;
 pub mod jute;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod tools;

@@ -619,14 +619,14 @@ impl FrameReader {
 /// The two halves of one socket, used by the connection's reader and writer tasks. Both run on
 /// the same executor thread and borrow the stream only inside a single poll, so a `RefCell`
 /// is enough: no lock on the request path.
-struct SocketHalf(Rc<RefCell<TcpStream>>);
+struct SocketHalf<S>(Rc<RefCell<S>>);
 
-fn split(stream: TcpStream) -> (SocketHalf, SocketHalf) {
+fn split<S>(stream: S) -> (SocketHalf<S>, SocketHalf<S>) {
     let shared = Rc::new(RefCell::new(stream));
     (SocketHalf(shared.clone()), SocketHalf(shared))
 }
 
-impl futures_lite::AsyncRead for SocketHalf {
+impl<S: futures_lite::AsyncRead + Unpin> futures_lite::AsyncRead for SocketHalf<S> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -636,7 +636,7 @@ impl futures_lite::AsyncRead for SocketHalf {
     }
 }
 
-impl futures_lite::AsyncWrite for SocketHalf {
+impl<S: futures_lite::AsyncWrite + Unpin> futures_lite::AsyncWrite for SocketHalf<S> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -660,9 +660,32 @@ impl futures_lite::AsyncWrite for SocketHalf {
     }
 }
 
-/// Serves one accepted connection until it closes.
+/// Serves one accepted plain connection until it closes.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let Ok(peer) = stream.peer_addr() else { return };
+    let _ = stream.set_nodelay(true);
+    serve_stream(shard, stream, peer).await;
+}
+
+/// Serves one connection on secureClientPort: the TLS handshake (bounded by the handshake
+/// timeout), then the same protocol as on the plain port.
+pub async fn serve_tls(shard: Rc<Shard>, stream: TcpStream, acceptor: futures_rustls::TlsAcceptor) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let _ = stream.set_nodelay(true);
+    let handshake = async { acceptor.accept(stream).await.ok() };
+    let timeout = async {
+        glommio::timer::sleep(Duration::from_millis(HANDSHAKE_TIMEOUT_MS)).await;
+        None
+    };
+    if let Some(tls) = future::or(handshake, timeout).await {
+        serve_stream(shard, tls, peer).await;
+    }
+}
+
+async fn serve_stream<S>(shard: Rc<Shard>, stream: S, peer: std::net::SocketAddr)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
     let ip = peer.ip().to_canonical();
     if !shard
         .limiter
@@ -671,7 +694,6 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         // Too many connections from this address (maxClientCnxns): close at once.
         return;
     }
-    let _ = stream.set_nodelay(true);
     let id = shard.allocate_connection_id();
     let connection = Rc::new(Connection::new(id, peer, shard.clone()));
     shard.register(connection.clone());

@@ -208,6 +208,17 @@ pub fn run(config: Config, start: Start) -> Result<(), String> {
         config.shards
     };
     let address = listen_address(&config)?;
+    let tls = crate::tls::server_config(&config)?;
+    let secure_address = match config.raw.get("secureClientPort") {
+        Some(port) => {
+            let port: u16 = port
+                .trim()
+                .parse()
+                .map_err(|_| format!("secureClientPort '{port}' is not a port"))?;
+            Some(SocketAddr::new(address.ip(), port))
+        }
+        None => None,
+    };
     let config = Arc::new(config);
     let stats = Arc::new(ServerStats::new(shard_count));
     let limiter = Arc::new(ConnectionLimiter::default());
@@ -295,6 +306,10 @@ pub fn run(config: Config, start: Start) -> Result<(), String> {
         let initial = initial.clone();
         let bound_tx = bound_tx.clone();
         let commit_here = if index == 0 { commit_task.take() } else { None };
+        let tls_listener = match (secure_address, &tls) {
+            (Some(a), Some(t)) => Some((a, futures_rustls::TlsAcceptor::from(t.clone()))),
+            _ => None,
+        };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("zoo-shard-{index}"))
             .io_memory(EXECUTOR_IO_MEMORY_BYTES)
@@ -317,6 +332,27 @@ pub fn run(config: Config, start: Start) -> Result<(), String> {
                     index, config, stats, limiter, initial, to_commit,
                 ));
                 glommio::spawn_local(shard.clone().run_inbox(to_shard_rx)).detach();
+                if let Some((secure, acceptor)) = tls_listener {
+                    match bind_client_port(secure) {
+                        Ok(listener) => {
+                            let shard = shard.clone();
+                            glommio::spawn_local(async move {
+                                loop {
+                                    if let Ok(stream) = listener.accept().await {
+                                        glommio::spawn_local(connection::serve_tls(
+                                            shard.clone(),
+                                            stream,
+                                            acceptor.clone(),
+                                        ))
+                                        .detach();
+                                    }
+                                }
+                            })
+                            .detach();
+                        }
+                        Err(e) => eprintln!("zoo: cannot listen on secureClientPort {secure}: {e}"),
+                    }
+                }
                 glommio::spawn_local(shard.clone().run_housekeeping()).detach();
                 loop {
                     match listener.accept().await {
