@@ -170,15 +170,25 @@ fn a_follower_paused_past_the_session_timeout_catches_up_after_it_resumes() {
     let leader = ensemble.leader();
     let paused = (leader + 1) % 3;
     let other = (leader + 2) % 3;
+    // A 1 s session on the follower that will be paused, holding an ephemeral.
+    let paused_port = ensemble.servers[paused].port();
+    let mut short = wait_for_long("a short session", || {
+        let c = RawClient::resume_with_timeout(paused_port, 1000).ok()?;
+        (c.session.session_id != 0).then_some(c)
+    });
+    short.create("/held-by-paused", b"", EPHEMERAL).unwrap();
+    wait_until_present(ensemble.servers[other].port(), "/held-by-paused");
     ensemble.servers[paused].signal("STOP");
     let mut c = connect(ensemble.servers[other].port());
     for i in 0..50 {
         c.create(&format!("/while-paused-{i}"), b"", PERSISTENT)
             .unwrap();
     }
-    // Longer than the largest session timeout of the test config (tickTime 500 → 10 s max)
-    // would slow the suite; the election timeout (1–2 s) is what matters to the protocol.
-    std::thread::sleep(Duration::from_secs(3));
+    // Past the session's timeout: its server cannot report it alive, so the leader expires it.
+    wait_for_long("the paused server's session to expire", || {
+        (c.exists("/held-by-paused", false) == Err(-101)).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
     ensemble.servers[paused].signal("CONT");
     ensemble.wait_until_serving();
     assert_eq!(
@@ -186,9 +196,17 @@ fn a_follower_paused_past_the_session_timeout_catches_up_after_it_resumes() {
         leader,
         "pre-vote: the paused server did not depose the leader"
     );
-    wait_until_present(ensemble.servers[paused].port(), "/while-paused-49");
+    wait_until_present(paused_port, "/while-paused-49");
     c.create("/after-resume", b"", PERSISTENT).unwrap();
-    wait_until_present(ensemble.servers[paused].port(), "/after-resume");
+    wait_until_present(paused_port, "/after-resume");
+    wait_for_long(
+        "the expired ephemeral to be gone on the resumed server too",
+        || {
+            let mut r = RawClient::resume(paused_port, 0, &[0; 16], 0).ok()?;
+            (r.exists("/held-by-paused", false) == Err(-101)).then_some(())
+        },
+    );
+    drop(short);
 }
 
 #[test]
@@ -342,4 +360,23 @@ fn reconfig_refuses_two_voter_changes_at_once_and_stale_config_ids() {
     let mut body = Vec::new();
     body.string("").string("3").string("").long(12345);
     assert_eq!(admin.call(16, &body).err, -103, "BADVERSION");
+}
+
+#[test]
+fn sync_then_read_on_another_server_sees_every_write_acknowledged_before_it() {
+    let ensemble = ZooEnsemble::start(3, 0, &[]);
+    let leader = ensemble.leader();
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    let mut writer = connect(ensemble.servers[a].port());
+    let mut reader = connect(ensemble.servers[b].port());
+    for i in 0..20 {
+        let path = format!("/synced-{i}");
+        writer.create(&path, b"", PERSISTENT).unwrap();
+        // R11: sync goes through the leader's log; the read after it runs on b's state at or
+        // after the sync's entry, which follows the acknowledged create.
+        let mut body = Vec::new();
+        body.string(&path);
+        assert_eq!(reader.call(9, &body).err, 0, "sync");
+        assert!(reader.exists(&path, false).is_ok(), "{path} visible after sync");
+    }
 }

@@ -181,8 +181,9 @@ impl CommitCore {
     }
 
     /// A txn that changes nothing but takes the next zxid: a new leader's first entry, which
-    /// commits every entry before it (Raft §5.4.2).
-    pub fn apply_epoch_start(&mut self, now_ms: i64) -> (TxnHeader, Txn) {
+    /// commits every entry before it (Raft §5.4.2), and the barrier behind a replicated
+    /// `sync`, which is answered only once a quorum has it (ARCHITECTURE.md R11).
+    pub fn apply_noop(&mut self, now_ms: i64) -> (TxnHeader, Txn) {
         let header = self.next_header(0, 0, now_ms);
         let txn = Txn::Check;
         self.apply(&header, &txn, &mut Vec::new());

@@ -735,10 +735,18 @@ impl Ensemble {
         }
         let spec = self.speculative.as_mut().expect("leader");
         spec.touch(write.session_id, now);
+        let is_sync = matches!(write.request, Request::Sync { .. });
         let outcome = spec.process_write(write, now, &mut Vec::new());
         let ready_at = match &outcome.txn {
             Some((header, txn)) => {
                 let (header, txn) = (*header, txn.clone());
+                self.propose(&header, &txn);
+                header.zxid
+            }
+            // sync: a barrier entry, answered once a quorum holds it. A deposed leader that
+            // has not noticed yet cannot commit it, so sync-then-read is linearizable (R11).
+            None if is_sync && outcome.reply.err == 0 => {
+                let (header, txn) = spec.apply_noop(now);
                 self.propose(&header, &txn);
                 header.zxid
             }
@@ -872,7 +880,7 @@ impl Ensemble {
             spec.apply(&header, &txn, &mut Vec::new());
         }
         spec.restart_session_clocks(now);
-        let (header, txn) = spec.apply_epoch_start(now);
+        let (header, txn) = spec.apply_noop(now);
         let seed_config = spec
             .membership()
             .is_none_or(|m| m.members.is_empty())
