@@ -377,6 +377,9 @@ fn sync_then_read_on_another_server_sees_every_write_acknowledged_before_it() {
         let mut body = Vec::new();
         body.string(&path);
         assert_eq!(reader.call(9, &body).err, 0, "sync");
-        assert!(reader.exists(&path, false).is_ok(), "{path} visible after sync");
+        assert!(
+            reader.exists(&path, false).is_ok(),
+            "{path} visible after sync"
+        );
     }
 }
