@@ -302,6 +302,12 @@ impl CommitCore {
     /// Applies a txn to the tree and the session table. Used for local writes, and for log
     /// replay and replicated txns (which arrive already validated).
     pub fn apply(&mut self, header: &TxnHeader, txn: &Txn, triggers: &mut Vec<Trigger>) {
+        self.apply_to_sessions(header, txn);
+        self.tree.apply(header, txn, triggers);
+    }
+
+    /// The session-table half of `apply` (createSession and closeSession).
+    pub fn apply_to_sessions(&mut self, header: &TxnHeader, txn: &Txn) {
         match txn {
             Txn::CreateSession {
                 session_id,
@@ -322,7 +328,17 @@ impl CommitCore {
             }
             _ => {}
         }
-        self.tree.apply(header, txn, triggers);
+    }
+
+    /// Takes a tree that already holds every txn up to its last zxid, computed elsewhere from
+    /// this core's tree plus exactly those txns (the leader's speculative state, once they are
+    /// committed); their session changes must be applied with `apply_to_sessions`.
+    pub fn adopt_tree(&mut self, tree: DataTree) {
+        assert!(
+            tree.last_zxid() >= self.tree.last_zxid(),
+            "an adopted tree never goes back"
+        );
+        self.tree = tree;
     }
 
     /// Validates and applies one write from a client session.
@@ -590,7 +606,12 @@ impl CommitCore {
 
     /// Writes `members` into `/zookeeper/config` under the next zxid, which becomes the config
     /// id (the leader's first term writes the zoo.cfg membership this way).
-    pub fn write_config(&mut self, members: &[Member], now_ms: i64) -> (TxnHeader, Txn) {
+    pub fn write_config(
+        &mut self,
+        members: &[Member],
+        now_ms: i64,
+        triggers: &mut Vec<Trigger>,
+    ) -> (TxnHeader, Txn) {
         let header = self.next_header(0, 0, now_ms);
         let version = self
             .tree
@@ -601,7 +622,7 @@ impl CommitCore {
             data: Some(Membership::render(members, header.zxid).into_bytes()),
             version,
         };
-        self.apply(&header, &txn, &mut Vec::new());
+        self.apply(&header, &txn, triggers);
         (header, txn)
     }
 

@@ -112,6 +112,23 @@ struct Ensemble {
     /// The membership in force (from `/zookeeper/config` once written, zoo.cfg before).
     members: Vec<Member>,
     members_version: i64,
+    /// Leader: its speculative state at the end of each cycle's proposals, published as is
+    /// once committed instead of applying the same txns a second time.
+    sealed: VecDeque<SpecBatch>,
+    sealed_upto: i64,
+    spec_triggers: Vec<(i64, Trigger)>,
+    spec_sessions: Vec<(TxnHeader, Txn)>,
+}
+
+/// The leader's speculative tree after the entries (prev, last], with what applying them
+/// produced: watch triggers and session-table changes.
+struct SpecBatch {
+    prev: i64,
+    last: i64,
+    tree: crate::core::tree::DataTree,
+    triggers: Vec<(i64, Trigger)>,
+    sessions: Vec<(TxnHeader, Txn)>,
+    entries: u64,
 }
 
 /// Snapshots built in the background for followers: (peer, zxid, bytes).
@@ -292,6 +309,10 @@ pub async fn run(
         was_serving: false,
         members,
         members_version,
+        sealed: VecDeque::new(),
+        sealed_upto: 0,
+        spec_triggers: Vec::new(),
+        spec_sessions: Vec::new(),
         // Read-only session ids: this server's id in the top byte, a distinct range below.
         next_read_only_session: (me << 56) | (0xff << 48) | (wall_clock_ms() & 0xffff_ffff),
         config,
@@ -542,7 +563,12 @@ impl Ensemble {
                 let mut proposals = Vec::new();
                 if let Some(spec) = self.speculative.as_mut() {
                     for session in spec.expired_sessions(now) {
-                        proposals.extend(spec.close_session(session, now, &mut Vec::new()));
+                        let mut scratch = Vec::new();
+                        if let Some(t) = spec.close_session(session, now, &mut scratch) {
+                            self.spec_triggers
+                                .extend(scratch.into_iter().map(|x| (t.0.zxid, x)));
+                            proposals.push(t);
+                        }
                     }
                 }
                 for (header, txn) in proposals {
@@ -554,7 +580,10 @@ impl Ensemble {
                     let candidates = spec.reap_candidates(now);
                     let mut proposals = Vec::new();
                     for p in candidates.into_iter().take(self.reap_per_tick_max) {
-                        if let Some(t) = spec.reap(&p, now, &mut Vec::new()) {
+                        let mut scratch = Vec::new();
+                        if let Some(t) = spec.reap(&p, now, &mut scratch) {
+                            self.spec_triggers
+                                .extend(scratch.into_iter().map(|x| (t.0.zxid, x)));
                             proposals.push(t);
                         }
                     }
@@ -703,6 +732,9 @@ impl Ensemble {
     }
 
     fn propose(&mut self, header: &TxnHeader, txn: &Txn) {
+        if matches!(txn, Txn::CreateSession { .. } | Txn::CloseSession { .. }) {
+            self.spec_sessions.push((*header, txn.clone()));
+        }
         let payload = encode(header, txn);
         let zxid = self
             .replica
@@ -736,7 +768,14 @@ impl Ensemble {
         let spec = self.speculative.as_mut().expect("leader");
         spec.touch(write.session_id, now);
         let is_sync = matches!(write.request, Request::Sync { .. });
-        let outcome = spec.process_write(write, now, &mut Vec::new());
+        let mut scratch = Vec::new();
+        let outcome = spec.process_write(write, now, &mut scratch);
+        if let Some((header, _)) = &outcome.txn {
+            let zxid = header.zxid;
+            self.spec_triggers
+                .extend(scratch.into_iter().map(|t| (zxid, t)));
+        }
+        let spec = self.speculative.as_mut().expect("leader");
         let ready_at = match &outcome.txn {
             Some((header, txn)) => {
                 let (header, txn) = (*header, txn.clone());
@@ -776,6 +815,7 @@ impl Ensemble {
         let spec = self.speculative.as_mut().expect("leader");
         let (attach, (header, txn)) =
             spec.create_session(timeout_ms, password, NO_CONNECTION, now, &mut Vec::new());
+        // (createSession fires no watch.)
         self.propose(&header, &txn);
         let Attach::Attached {
             session_id,
@@ -839,6 +879,9 @@ impl Ensemble {
             leader.map_or("unknown".to_owned(), |l| l.to_string())
         );
         self.speculative = None;
+        self.sealed.clear();
+        self.spec_triggers.clear();
+        self.spec_sessions.clear();
         self.epoch_start = i64::MAX;
         let applied = self.applied.last_zxid();
         let pending: Vec<(i64, Held)> = self.held.drain(..).collect();
@@ -875,16 +918,32 @@ impl Ensemble {
             .entries_between(self.applied.last_zxid(), i64::MAX)
             .map(|e| e.payload.clone())
             .collect();
+        self.sealed.clear();
+        self.sealed_upto = self.applied.last_zxid();
+        self.spec_triggers.clear();
+        self.spec_sessions.clear();
         for payload in pending {
             let (header, txn) = decode_record(&payload);
-            spec.apply(&header, &txn, &mut Vec::new());
+            let mut scratch = Vec::new();
+            spec.apply(&header, &txn, &mut scratch);
+            self.spec_triggers
+                .extend(scratch.into_iter().map(|t| (header.zxid, t)));
+            if matches!(txn, Txn::CreateSession { .. } | Txn::CloseSession { .. }) {
+                self.spec_sessions.push((header, txn));
+            }
         }
         spec.restart_session_clocks(now);
         let (header, txn) = spec.apply_noop(now);
         let seed_config = spec
             .membership()
             .is_none_or(|m| m.members.is_empty())
-            .then(|| spec.write_config(&self.members, now));
+            .then(|| {
+                let mut scratch = Vec::new();
+                let t = spec.write_config(&self.members, now, &mut scratch);
+                self.spec_triggers
+                    .extend(scratch.into_iter().map(|x| (t.0.zxid, x)));
+                t
+            });
         self.speculative = Some(spec);
         self.propose(&header, &txn);
         self.epoch_start = header.zxid;
@@ -900,7 +959,29 @@ impl Ensemble {
     }
 
     /// One round of replication work: persist, send, apply, answer, publish.
+    /// Leader: remembers the speculative state after this cycle's proposals (see SpecBatch).
+    fn seal(&mut self) {
+        let Some(spec) = self.speculative.as_ref() else {
+            return;
+        };
+        let last = spec.last_zxid();
+        if last <= self.sealed_upto {
+            return;
+        }
+        let entries = self.replica.entries_between(self.sealed_upto, last).count() as u64;
+        self.sealed.push_back(SpecBatch {
+            prev: self.sealed_upto,
+            last,
+            tree: spec.tree().clone(),
+            triggers: std::mem::take(&mut self.spec_triggers),
+            sessions: std::mem::take(&mut self.spec_sessions),
+            entries,
+        });
+        self.sealed_upto = last;
+    }
+
     async fn cycle(&mut self) {
+        self.seal();
         for _ in 0..4 {
             let ready = self.replica.take_ready();
             let (term, leader) = (self.replica.term(), self.replica.leader());
@@ -910,6 +991,7 @@ impl Ensemble {
             }
             if ready.became_leader {
                 self.become_leader();
+                self.seal();
             }
             let mut more = ready.became_leader;
             if let Some(state) = ready.hard_state
@@ -994,6 +1076,27 @@ impl Ensemble {
             self.note_synced();
             return;
         }
+        // The leader publishes its sealed speculative trees: same state, no second apply.
+        while let Some(batch) = self.sealed.front() {
+            let from = self.applied.last_zxid();
+            if batch.last <= from {
+                self.sealed.pop_front();
+                continue;
+            }
+            if batch.prev != from || batch.last > commit {
+                break;
+            }
+            let batch = self.sealed.pop_front().expect("checked");
+            for (header, txn) in &batch.sessions {
+                self.close_expired_owner(header, txn);
+                self.applied.apply_to_sessions(header, txn);
+            }
+            self.applied.adopt_tree(batch.tree);
+            self.triggers.extend(batch.triggers);
+            self.changed = true;
+            self.snapshots.txns_since += batch.entries;
+        }
+        let from = self.applied.last_zxid();
         let payloads: Vec<Arc<[u8]>> = self
             .replica
             .entries_between(from, commit)
@@ -1002,16 +1105,7 @@ impl Ensemble {
         let mut scratch = Vec::new();
         for payload in payloads {
             let (header, txn) = decode_record(&payload);
-            // A close the client asked for (xid != 0) is answered by its reply, which closes
-            // the connection after it is flushed.
-            if let Txn::CloseSession { session_id } = &txn
-                && header.xid == 0
-                && let Some(owner) = self.applied.session_owner(*session_id)
-                && owner != NO_CONNECTION
-            {
-                // Expired by the leader: the client's connection here goes too.
-                self.close(owner);
-            }
+            self.close_expired_owner(&header, &txn);
             self.applied.apply(&header, &txn, &mut scratch);
             self.triggers
                 .extend(scratch.drain(..).map(|t| (header.zxid, t)));
@@ -1039,6 +1133,18 @@ impl Ensemble {
             if let Some(cut) = cut {
                 self.replica.compact(cut);
             }
+        }
+    }
+
+    /// A session expired by the leader loses its connection here too. (A close the client
+    /// asked for, xid != 0, is answered by its reply, which closes after it is flushed.)
+    fn close_expired_owner(&mut self, header: &TxnHeader, txn: &Txn) {
+        if let Txn::CloseSession { session_id } = txn
+            && header.xid == 0
+            && let Some(owner) = self.applied.session_owner(*session_id)
+            && owner != NO_CONNECTION
+        {
+            self.close(owner);
         }
     }
 
