@@ -143,6 +143,8 @@ pub struct Config {
     pub commit_on_shard: bool,
     /// `zoo.election_ticks`: election timeout lower bound in replication ticks (50 ms).
     pub election_ticks: u32,
+    /// `zoo.log_retain_entries`: applied entries kept in memory for lagging followers.
+    pub log_retain_entries: usize,
     /// Every key as read, for `conf`/`envi`.
     pub raw: BTreeMap<String, String>,
 }
@@ -180,6 +182,7 @@ impl Default for Config {
             pin_cores: true,
             commit_on_shard: false,
             election_ticks: crate::server::limits::RAFT_ELECTION_TICKS_DEFAULT,
+            log_retain_entries: crate::server::limits::RAFT_LOG_RETAIN_ENTRIES_DEFAULT,
             raw: BTreeMap::new(),
         }
     }
@@ -317,6 +320,9 @@ impl Config {
                 "zoo.pin_cores" => config.pin_cores = boolean()?,
                 "zoo.commit_on_shard" => config.commit_on_shard = boolean()?,
                 "zoo.election_ticks" => config.election_ticks = int(10_000)?.max(2) as u32,
+                "zoo.log_retain_entries" => {
+                    config.log_retain_entries = int(1 << 40)?.max(10) as usize
+                }
                 k if k.starts_with("server.") => {
                     let id = k["server.".len()..]
                         .parse::<i64>()

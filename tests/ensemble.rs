@@ -383,3 +383,35 @@ fn sync_then_read_on_another_server_sees_every_write_acknowledged_before_it() {
         );
     }
 }
+
+#[test]
+fn a_follower_behind_the_leaders_log_window_catches_up_from_a_streamed_snapshot() {
+    // Keep only a short window of applied entries in memory, so that a follower that was down
+    // for a few hundred writes can only be brought up by a snapshot.
+    let mut ensemble = ZooEnsemble::start(3, 0, &["zoo.log_retain_entries=20"]);
+    let leader = ensemble.leader();
+    let lagging = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    ensemble.servers[lagging].stop();
+    let mut c = connect(ensemble.servers[other].port());
+    for i in 0..300 {
+        c.create(&format!("/behind-{i}"), &[7; 100], PERSISTENT)
+            .unwrap();
+    }
+    ensemble.servers[lagging].start_again();
+    ensemble.wait_until_serving();
+    let port = ensemble.servers[lagging].port();
+    wait_until_present(port, "/behind-299");
+    assert_eq!(
+        connect(port).get_data("/behind-150", false).unwrap().0,
+        vec![7; 100]
+    );
+    let log = ensemble.servers[lagging].log_text();
+    assert!(
+        log.contains("installing the leader's snapshot"),
+        "caught up by snapshot:\n{log}"
+    );
+    // It keeps following: later writes arrive through the log again.
+    c.create("/after-catch-up", b"", PERSISTENT).unwrap();
+    wait_until_present(port, "/after-catch-up");
+}

@@ -33,7 +33,7 @@ use crate::jute::Reader;
 use crate::jute::records::Request;
 use crate::server::limits::{
     COMMIT_BATCH_MAX, COMMIT_INBOX_MAX, PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX,
-    RAFT_LOG_RETAIN_ENTRIES, RAFT_TICK_MS,
+    RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
@@ -118,6 +118,8 @@ struct Ensemble {
     sealed_upto: i64,
     spec_triggers: Vec<(i64, Trigger)>,
     spec_sessions: Vec<(TxnHeader, Txn)>,
+    /// A catch-up snapshot arriving in pieces: (from, term, zxid, total, bytes so far).
+    incoming_snapshot: Option<(NodeId, u64, i64, u64, Vec<u8>)>,
 }
 
 /// The leader's speculative tree after the entries (prev, last], with what applying them
@@ -313,6 +315,7 @@ pub async fn run(
         sealed_upto: 0,
         spec_triggers: Vec::new(),
         spec_sessions: Vec::new(),
+        incoming_snapshot: None,
         // Read-only session ids: this server's id in the top byte, a distinct range below.
         next_read_only_session: (me << 56) | (0xff << 48) | (wall_clock_ms() & 0xffff_ffff),
         config,
@@ -382,6 +385,25 @@ fn decode_record(payload: &[u8]) -> (TxnHeader, Txn) {
     (header, txn)
 }
 
+/// Whether an entry from another server is a whole, checksummed, decodable log record for
+/// its zxid (what `decode_record` and the log then rely on).
+fn record_is_sound(entry: &Entry) -> bool {
+    let p = &entry.payload;
+    if p.len() < 16 {
+        return false;
+    }
+    let length = u32::from_be_bytes(p[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_be_bytes(p[4..8].try_into().expect("4 bytes"));
+    let zxid = i64::from_be_bytes(p[8..16].try_into().expect("8 bytes"));
+    if length + 16 != p.len() || zxid != entry.zxid || crc != crc32c::crc32c(&p[8..]) {
+        return false;
+    }
+    let mut reader = Reader::new(&p[16..], RECORD_BYTES_MAX);
+    TxnHeader::decode(zxid, &mut reader).is_ok()
+        && Txn::decode(&mut reader).is_ok()
+        && reader.is_empty()
+}
+
 fn encode(header: &TxnHeader, txn: &Txn) -> Arc<[u8]> {
     let mut bytes = Vec::new();
     encode_record(header, txn, &mut bytes);
@@ -422,6 +444,83 @@ impl Ensemble {
             self.read_only_sessions.drain().map(|(_, c)| c).collect();
         for c in connections {
             self.close(c);
+        }
+    }
+
+    /// Sends a replication message; a snapshot goes in `SNAPSHOT_CHUNK_BYTES` pieces.
+    fn send_raft(&mut self, to: NodeId, message: crate::consensus::Message) {
+        let crate::consensus::Message::Snapshot { term, zxid, data } = message else {
+            self.send_peer(to, &PeerMessage::Raft(message));
+            return;
+        };
+        let total = data.len() as u64;
+        eprintln!(
+            "zoo: sending server {to} the snapshot at {zxid:#x}: {} MiB in {} pieces",
+            total >> 20,
+            data.len().div_ceil(SNAPSHOT_CHUNK_BYTES).max(1)
+        );
+        let mut offset = 0usize;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let chunk = PeerMessage::SnapshotChunk {
+                term,
+                zxid,
+                offset: offset as u64,
+                total,
+                data: data[offset..end].to_vec(),
+            };
+            self.send_peer(to, &chunk);
+            offset = end;
+            if offset >= data.len() {
+                break;
+            }
+        }
+    }
+
+    /// Reassembles a catch-up snapshot; a piece out of order drops what arrived so far (the
+    /// leader offers the snapshot again after `snapshot_retry_ticks`).
+    fn on_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        term: u64,
+        zxid: i64,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    ) {
+        if total > SNAPSHOT_BYTES_MAX {
+            eprintln!("zoo: refusing a {total}-byte snapshot from server {from}");
+            return;
+        }
+        if offset == 0 {
+            self.incoming_snapshot = Some((from, term, zxid, total, Vec::new()));
+        }
+        let Some((f, t, z, n, bytes)) = self.incoming_snapshot.as_mut() else {
+            return;
+        };
+        if *f != from || *t != term || *z != zxid || *n != total || bytes.len() as u64 != offset {
+            self.incoming_snapshot = None;
+            return;
+        }
+        let before = bytes.len() as u64 * 10 / total.max(1);
+        bytes.extend_from_slice(&data);
+        let after = bytes.len() as u64 * 10 / total.max(1);
+        if after > before && (bytes.len() as u64) < total {
+            eprintln!(
+                "zoo: receiving the snapshot at {zxid:#x} from server {from}: {}%",
+                after * 10
+            );
+        }
+        if bytes.len() as u64 == total {
+            let (_, term, zxid, _, bytes) = self.incoming_snapshot.take().expect("present");
+            self.replica.step(
+                from,
+                crate::consensus::Message::Snapshot {
+                    term,
+                    zxid,
+                    data: bytes.into(),
+                },
+            );
         }
     }
 
@@ -623,7 +722,26 @@ impl Ensemble {
 
     fn on_peer(&mut self, from: NodeId, message: PeerMessage, now: i64) {
         match message {
-            PeerMessage::Raft(m) => self.replica.step(from, m),
+            PeerMessage::Raft(m) => {
+                if let crate::consensus::Message::Append { entries, .. } = &m
+                    && let Some(bad) = entries.iter().find(|e| !record_is_sound(e))
+                {
+                    // Untrusted bytes: a damaged entry is refused before it reaches the log.
+                    eprintln!(
+                        "zoo: dropping an append from server {from}: entry {:#x} is not a sound record",
+                        bad.zxid
+                    );
+                    return;
+                }
+                self.replica.step(from, m)
+            }
+            PeerMessage::SnapshotChunk {
+                term,
+                zxid,
+                offset,
+                total,
+                data,
+            } => self.on_snapshot_chunk(from, term, zxid, offset, total, data),
             PeerMessage::ForwardWrite {
                 request,
                 session_id,
@@ -1015,7 +1133,7 @@ impl Ensemble {
                 if after_persist {
                     later.push((to, message));
                 } else {
-                    self.send_peer(to, &PeerMessage::Raft(message));
+                    self.send_raft(to, message);
                 }
             }
             if let Some(last) = ready.to_persist.last().map(|e| e.zxid) {
@@ -1036,7 +1154,7 @@ impl Ensemble {
                     .store(self.log.syncs, std::sync::atomic::Ordering::Relaxed);
             }
             for (to, message) in later {
-                self.send_peer(to, &PeerMessage::Raft(message));
+                self.send_raft(to, message);
             }
             if !ready.snapshots_needed.is_empty() {
                 self.prepare_catch_up(ready.snapshots_needed);
@@ -1124,11 +1242,12 @@ impl Ensemble {
         }
         // Keep a window of applied entries for followers that lag a little.
         let applied = self.applied.last_zxid();
-        if self.replica.log_len() > 2 * RAFT_LOG_RETAIN_ENTRIES {
+        let retain = self.config.log_retain_entries;
+        if self.replica.log_len() > 2 * retain {
             let cut = self
                 .replica
                 .entries_between(self.replica.base_zxid(), applied)
-                .nth(RAFT_LOG_RETAIN_ENTRIES)
+                .nth(retain)
                 .map(|e| e.zxid);
             if let Some(cut) = cut {
                 self.replica.compact(cut);

@@ -37,8 +37,14 @@ pub const TOUCH_REPORT_INTERVAL_MS: u64 = 500;
 /// Largest four-letter-word reply we build (dump/cons on a very busy server are cut here).
 pub const FOUR_LETTER_REPLY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-/// Largest frame accepted from another server (a catch-up snapshot travels as one frame).
+/// Largest frame accepted from another server (an append of many large entries).
 pub const PEER_FRAME_BYTES_MAX: usize = 1 << 30;
+
+/// A catch-up snapshot travels in pieces of this size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
+
+/// Largest catch-up snapshot a server accepts.
+pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 40;
 
 /// Frames queued for one other server before new ones are dropped (replication retries).
 pub const PEER_QUEUE_FRAMES_MAX: usize = 4096;
@@ -56,5 +62,5 @@ pub const RAFT_ELECTION_TICKS_DEFAULT: u32 = 20;
 pub const RAFT_APPEND_ENTRIES_MAX: usize = 4096;
 
 /// Applied entries kept in memory so that a lagging server catches up from the log rather
-/// than from a snapshot.
-pub const RAFT_LOG_RETAIN_ENTRIES: usize = 50_000;
+/// than from a snapshot (`zoo.log_retain_entries`).
+pub const RAFT_LOG_RETAIN_ENTRIES_DEFAULT: usize = 50_000;

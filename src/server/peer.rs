@@ -52,6 +52,15 @@ pub enum PeerMessage {
         ready_at: i64,
         reply: WriteReply,
     },
+    /// One piece of a catch-up snapshot (a replication `Snapshot` message, sent in pieces so
+    /// that no frame is huge and the receiver can report progress).
+    SnapshotChunk {
+        term: u64,
+        zxid: i64,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
     /// The leader's answer to a forwarded connect (`session_id` 0: refused).
     ConnectDone {
         request: u64,
@@ -68,6 +77,7 @@ const FORWARD_CONNECT: u8 = 3;
 const TOUCH: u8 = 4;
 const WRITE_DONE: u8 = 5;
 const CONNECT_DONE: u8 = 6;
+const SNAPSHOT_CHUNK: u8 = 7;
 
 impl PeerMessage {
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -122,6 +132,20 @@ impl PeerMessage {
                 out.put_i32(reply.err);
                 out.put_buffer(&reply.body);
                 out.put_bool(reply.close_connection);
+            }
+            PeerMessage::SnapshotChunk {
+                term,
+                zxid,
+                offset,
+                total,
+                data,
+            } => {
+                out.put_u8(SNAPSHOT_CHUNK);
+                out.put_i64(*term as i64);
+                out.put_i64(*zxid);
+                out.put_i64(*offset as i64);
+                out.put_i64(*total as i64);
+                out.put_buffer(data);
             }
             PeerMessage::ConnectDone {
                 request,
@@ -190,6 +214,27 @@ impl PeerMessage {
                     close_connection: r.read_bool()?,
                 },
             },
+            SNAPSHOT_CHUNK => {
+                let number = |r: &mut Reader<'_>| -> DecodeResult<u64> {
+                    let v = r.read_i64()?;
+                    u64::try_from(v).map_err(|_| DecodeError::InvalidValue("negative field"))
+                };
+                let term = number(&mut r)?;
+                let zxid = r.read_i64()?;
+                let offset = number(&mut r)?;
+                let total = number(&mut r)?;
+                let data = r.read_buffer_vec()?;
+                if offset + data.len() as u64 > total {
+                    return Err(DecodeError::InvalidValue("snapshot chunk past its total"));
+                }
+                PeerMessage::SnapshotChunk {
+                    term,
+                    zxid,
+                    offset,
+                    total,
+                    data,
+                }
+            }
             CONNECT_DONE => PeerMessage::ConnectDone {
                 request: r.read_i64()? as u64,
                 ready_at: r.read_i64()?,
@@ -368,6 +413,13 @@ mod tests {
                 term: 3,
                 granted: true,
             }),
+            PeerMessage::SnapshotChunk {
+                term: 3,
+                zxid: 0x3_0000_0009,
+                offset: 4,
+                total: 10,
+                data: vec![9; 6],
+            },
         ];
         for m in messages {
             let bytes = m.to_frame();
