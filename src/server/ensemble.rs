@@ -32,8 +32,8 @@ use crate::core::txn::{Txn, TxnHeader};
 use crate::jute::Reader;
 use crate::jute::records::Request;
 use crate::server::limits::{
-    COMMIT_BATCH_MAX, COMMIT_INBOX_MAX, PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX,
-    RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
+    COMMIT_BATCH_MAX, COMMIT_INBOX_MAX, FORWARD_TIMEOUT_MS, PEER_QUEUE_FRAMES_MAX,
+    RAFT_APPEND_ENTRIES_MAX, RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
@@ -90,8 +90,8 @@ struct Ensemble {
     stats: Arc<ServerStats>,
     held: VecDeque<(i64, Held)>,
     /// Forwarded requests waiting for the leader's answer.
-    forwarded_writes: HashMap<u64, ConnectionRef>,
-    forwarded_connects: HashMap<u64, ConnectionRef>,
+    forwarded_writes: HashMap<u64, (ConnectionRef, i64)>,
+    forwarded_connects: HashMap<u64, (ConnectionRef, i64)>,
     next_request: u64,
     /// (term, leader) as last seen, to notice a change of leader.
     seen_leader: (u64, Option<NodeId>),
@@ -575,7 +575,7 @@ impl Ensemble {
                         let leader = self.replica.leader().expect("serving");
                         let request = self.next_request;
                         self.next_request += 1;
-                        self.forwarded_connects.insert(request, connection);
+                        self.forwarded_connects.insert(request, (connection, now));
                         self.send_peer(
                             leader,
                             &PeerMessage::ForwardConnect {
@@ -635,7 +635,8 @@ impl Ensemble {
                 } else if let (Some(leader), Some(frame)) = (self.replica.leader(), frame) {
                     let request = self.next_request;
                     self.next_request += 1;
-                    self.forwarded_writes.insert(request, connection);
+                    self.forwarded_writes
+                        .insert(request, (connection, wall_clock_ms()));
                     let message = PeerMessage::ForwardWrite {
                         request,
                         session_id: write.session_id,
@@ -693,6 +694,7 @@ impl Ensemble {
             }
             ToCommit::RaftTick => {
                 self.replica.tick();
+                self.expire_forwarded(now);
                 let ready: Vec<_> = std::mem::take(&mut *self.catch_up.lock().expect("no panic"));
                 for (peer, zxid, data) in ready {
                     eprintln!(
@@ -815,7 +817,7 @@ impl Ensemble {
                 ready_at,
                 reply,
             } => {
-                if let Some(connection) = self.forwarded_writes.remove(&request) {
+                if let Some((connection, _)) = self.forwarded_writes.remove(&request) {
                     if ready_at == i64::MIN {
                         self.close(connection);
                     } else {
@@ -831,7 +833,7 @@ impl Ensemble {
                 password,
                 ..
             } => {
-                if let Some(connection) = self.forwarded_connects.remove(&request) {
+                if let Some((connection, _)) = self.forwarded_connects.remove(&request) {
                     if session_id == 0 {
                         self.close(connection);
                     } else {
@@ -987,6 +989,30 @@ impl Ensemble {
         }
     }
 
+    /// A forwarded request the leader never answered (its message or the answer was lost):
+    /// the client's connection is closed so that it retries, instead of waiting forever.
+    fn expire_forwarded(&mut self, now: i64) {
+        let limit = now - FORWARD_TIMEOUT_MS;
+        let mut stale = Vec::new();
+        self.forwarded_writes.retain(|_, (c, at)| {
+            let keep = *at > limit;
+            if !keep {
+                stale.push(*c);
+            }
+            keep
+        });
+        self.forwarded_connects.retain(|_, (c, at)| {
+            let keep = *at > limit;
+            if !keep {
+                stale.push(*c);
+            }
+            keep
+        });
+        for c in stale {
+            self.close(c);
+        }
+    }
+
     /// A new leader (or none): what was in flight may not commit.
     fn on_leader_change(&mut self) {
         let term = self.replica.term();
@@ -1018,7 +1044,7 @@ impl Ensemble {
             .forwarded_writes
             .drain()
             .chain(self.forwarded_connects.drain())
-            .map(|(_, c)| c)
+            .map(|(_, (c, _))| c)
             .collect();
         for c in forwarded {
             self.close(c);

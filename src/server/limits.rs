@@ -47,7 +47,11 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 40;
 
 /// Frames queued for one other server before new ones are dropped (replication retries).
-pub const PEER_QUEUE_FRAMES_MAX: usize = 4096;
+pub const PEER_QUEUE_FRAMES_MAX: usize = 65_536;
+
+/// A write or new session forwarded to the leader and not answered within this long closes
+/// its client's connection (the client retries; nothing was acknowledged).
+pub const FORWARD_TIMEOUT_MS: i64 = 10_000;
 
 /// Pause between attempts to connect to another server.
 pub const PEER_RECONNECT_MS: u64 = 100;
