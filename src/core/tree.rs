@@ -112,9 +112,14 @@ pub struct Trigger {
     pub acl: Arc<Vec<Acl>>,
 }
 
+/// The node map's hasher: aHash with per-process random keys. Paths come from clients, so the
+/// hash must be keyed (no flooding one bucket with chosen paths), and every lookup and insert
+/// hashes a whole path, so it must be fast (SipHash, the default, cost several times more).
+type PathHasher = ahash::RandomState;
+
 #[derive(Debug, Clone)]
 pub struct DataTree {
-    nodes: im::HashMap<Path, Arc<Node>>,
+    nodes: im::HashMap<Path, Arc<Node>, PathHasher>,
     /// Session id -> paths of its ephemeral nodes.
     ephemerals: im::HashMap<i64, im::OrdSet<Path>>,
     containers: im::OrdSet<Path>,
@@ -135,7 +140,7 @@ impl DataTree {
     /// A tree holding `/`, `/zookeeper`, `/zookeeper/quota` and `/zookeeper/config`.
     pub fn new() -> DataTree {
         let mut tree = DataTree {
-            nodes: im::HashMap::new(),
+            nodes: im::HashMap::with_hasher(PathHasher::new()),
             ephemerals: im::HashMap::new(),
             containers: im::OrdSet::new(),
             ttls: im::OrdSet::new(),
@@ -185,7 +190,7 @@ impl DataTree {
     /// A tree with no nodes at all, to be filled by `restore_node` from a snapshot.
     pub fn empty_for_restore() -> DataTree {
         DataTree {
-            nodes: im::HashMap::new(),
+            nodes: im::HashMap::with_hasher(PathHasher::new()),
             ephemerals: im::HashMap::new(),
             containers: im::OrdSet::new(),
             ttls: im::OrdSet::new(),
