@@ -468,6 +468,10 @@ impl Replica {
             }
             Role::Observer => {
                 self.election_elapsed += 1;
+                if self.election_elapsed >= self.election_timeout {
+                    // Silent leader (a partition without a reset): stop claiming to follow it.
+                    self.leader = None;
+                }
             }
             Role::Follower | Role::PreCandidate | Role::Candidate => {
                 self.election_elapsed += 1;
@@ -600,7 +604,10 @@ impl Replica {
                 self.send(from, Message::PreVoteReply { term, granted }, false);
             }
             Message::PreVoteReply { term, granted } => {
-                if self.role == Role::PreCandidate && term == self.hard.term + 1 {
+                if self.role == Role::PreCandidate
+                    && term == self.hard.term + 1
+                    && self.voters.contains(&from)
+                {
                     self.votes.insert(from, granted);
                     let (yes, no) = self.tally();
                     if yes >= self.quorum() {
@@ -634,7 +641,10 @@ impl Replica {
                 );
             }
             Message::VoteReply { term, granted } => {
-                if self.role == Role::Candidate && term == self.hard.term {
+                if self.role == Role::Candidate
+                    && term == self.hard.term
+                    && self.voters.contains(&from)
+                {
                     self.votes.insert(from, granted);
                     let (yes, no) = self.tally();
                     if yes >= self.quorum() {
@@ -670,6 +680,11 @@ impl Replica {
                 }
                 self.leader = Some(from);
                 self.election_elapsed = 0;
+                if self.install.is_some() {
+                    // A snapshot is about to replace the log: anything appended now would be
+                    // acknowledged and then dropped. The leader resends after the install.
+                    return;
+                }
                 self.on_append(from, prev_zxid, entries, commit);
             }
             Message::AppendReply {

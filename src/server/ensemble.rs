@@ -91,6 +91,12 @@ struct Ensemble {
     held: VecDeque<(i64, Held)>,
     /// Forwarded requests waiting for the leader's answer.
     forwarded_writes: HashMap<u64, (ConnectionRef, i64)>,
+    /// Follower: per client connection, its next forward seq and the request ids of its
+    /// forwarded writes not yet answered, in order.
+    forward_streams: HashMap<ConnectionRef, ForwardStream>,
+    /// Leader: per (follower, connection), the next forward seq it accepts; `u64::MAX` once a
+    /// gap was seen (everything after it is refused). With the time last heard, for pruning.
+    forward_expected: HashMap<(NodeId, u64), (u64, i64)>,
     forwarded_connects: HashMap<u64, (ConnectionRef, i64)>,
     next_request: u64,
     /// (term, leader) as last seen, to notice a change of leader.
@@ -131,6 +137,20 @@ struct SpecBatch {
     triggers: Vec<(i64, Trigger)>,
     sessions: Vec<(TxnHeader, Txn)>,
     entries: u64,
+}
+
+/// A client connection's forwarded writes, on its follower.
+#[derive(Default)]
+struct ForwardStream {
+    next_seq: u64,
+    /// (request id, seq) of forwarded writes not yet answered, oldest first.
+    outstanding: VecDeque<(u64, u64)>,
+    /// A reply or forward went missing: the connection is being closed and sends no more.
+    broken: bool,
+}
+
+fn connection_key(c: ConnectionRef) -> u64 {
+    ((c.shard as u64) << 48) ^ c.connection_id
 }
 
 /// Snapshots built in the background for followers: (peer, zxid, bytes).
@@ -293,6 +313,8 @@ pub async fn run(
         stats,
         held: VecDeque::new(),
         forwarded_writes: HashMap::new(),
+        forward_streams: HashMap::new(),
+        forward_expected: HashMap::new(),
         forwarded_connects: HashMap::new(),
         next_request: 1,
         seen_leader: (0, None),
@@ -524,11 +546,25 @@ impl Ensemble {
         }
     }
 
-    fn send_peer(&mut self, to: NodeId, message: &PeerMessage) {
-        if let Some(tx) = self.peers.get(&to) {
+    /// Queues a message for `to`; false if it was dropped (queue full, or no such peer).
+    fn send_peer(&mut self, to: NodeId, message: &PeerMessage) -> bool {
+        match self.peers.get(&to) {
             // Full: dropped; see the module comment of `peer`.
-            let _ = tx.try_send(Arc::new(message.to_frame()));
+            Some(tx) => tx.try_send(Arc::new(message.to_frame())).is_ok(),
+            None => false,
         }
+    }
+
+    /// A forwarded write of `connection` (or its answer) went missing: close the connection,
+    /// forget its other forwards, and forward nothing more from it.
+    fn break_stream(&mut self, connection: ConnectionRef) {
+        let stream = self.forward_streams.entry(connection).or_default();
+        stream.broken = true;
+        let lost: Vec<u64> = stream.outstanding.drain(..).map(|(r, _)| r).collect();
+        for r in lost {
+            self.forwarded_writes.remove(&r);
+        }
+        self.close(connection);
     }
 
     fn reply(&mut self, connection: ConnectionRef, reply: ShardReply) {
@@ -633,17 +669,31 @@ impl Ensemble {
                 } else if self.is_leader() {
                     self.leader_write(Origin::Local(connection), write);
                 } else if let (Some(leader), Some(frame)) = (self.replica.leader(), frame) {
+                    let stream = self.forward_streams.entry(connection).or_default();
+                    if stream.broken {
+                        // Closing: a write after a lost one must not go ahead of it.
+                        return;
+                    }
+                    stream.next_seq += 1;
+                    let seq = stream.next_seq;
                     let request = self.next_request;
                     self.next_request += 1;
+                    stream.outstanding.push_back((request, seq));
+                    let oldest = stream.outstanding.front().map_or(seq, |(_, s)| *s);
                     self.forwarded_writes
                         .insert(request, (connection, wall_clock_ms()));
                     let message = PeerMessage::ForwardWrite {
                         request,
                         session_id: write.session_id,
+                        connection: connection_key(connection),
+                        seq,
+                        oldest,
                         auth: write.auth.as_ref().clone(),
                         frame,
                     };
-                    self.send_peer(leader, &message);
+                    if !self.send_peer(leader, &message) {
+                        self.break_stream(connection);
+                    }
                 } else {
                     // No leader: the write cannot be ordered. Closing lets the client retry
                     // elsewhere; nothing was acknowledged.
@@ -655,12 +705,17 @@ impl Ensemble {
                 connection,
                 session_id,
             } => {
+                self.forward_streams.remove(&connection);
                 if self.read_only_sessions.remove(&session_id).is_none() {
                     self.applied.detach(session_id, connection);
                 }
             }
             ToCommit::ExpiryTick => {
                 let mut proposals = Vec::new();
+                // is_leader: a tick earlier in this batch may have demoted the replica.
+                if !self.is_leader() {
+                    return;
+                }
                 if let Some(spec) = self.speculative.as_mut() {
                     for session in spec.expired_sessions(now) {
                         let mut scratch = Vec::new();
@@ -676,6 +731,9 @@ impl Ensemble {
                 }
             }
             ToCommit::ReapTick => {
+                if !self.is_leader() {
+                    return;
+                }
                 if let Some(spec) = self.speculative.as_mut() {
                     let candidates = spec.reap_candidates(now);
                     let mut proposals = Vec::new();
@@ -747,6 +805,9 @@ impl Ensemble {
             PeerMessage::ForwardWrite {
                 request,
                 session_id,
+                connection,
+                seq,
+                oldest,
                 auth,
                 frame,
             } => {
@@ -758,6 +819,24 @@ impl Ensemble {
                     self.answer_write(origin, i64::MIN, not_leader_reply());
                     return;
                 }
+                // FIFO across a lossy hop: accept only the next seq of this connection, or a
+                // first forward with nothing older unanswered; after a gap, refuse the rest.
+                let expected = self.forward_expected.get(&(from, connection)).map(|e| e.0);
+                let in_order = match expected {
+                    Some(next) => seq == next,
+                    None => oldest == seq,
+                };
+                let entry = self
+                    .forward_expected
+                    .entry((from, connection))
+                    .or_insert((0, now));
+                entry.1 = now;
+                if !in_order {
+                    entry.0 = u64::MAX;
+                    self.answer_write(origin, i64::MIN, not_leader_reply());
+                    return;
+                }
+                entry.0 = seq + 1;
                 let mut reader = Reader::new(&frame, self.config.jute_max_buffer * 2);
                 let decoded = reader.read_i32().and_then(|xid| {
                     let op = reader.read_i32()?;
@@ -818,8 +897,19 @@ impl Ensemble {
                 reply,
             } => {
                 if let Some((connection, _)) = self.forwarded_writes.remove(&request) {
-                    if ready_at == i64::MIN {
-                        self.close(connection);
+                    let in_order =
+                        self.forward_streams.get_mut(&connection).is_some_and(|s| {
+                            match s.outstanding.front() {
+                                Some((r, _)) if *r == request => {
+                                    s.outstanding.pop_front();
+                                    true
+                                }
+                                _ => false,
+                            }
+                        });
+                    if ready_at == i64::MIN || !in_order {
+                        // Refused, or an earlier reply of this connection was lost.
+                        self.break_stream(connection);
                     } else {
                         self.held
                             .push_back((ready_at, Held::Write(connection, reply)));
@@ -919,14 +1009,17 @@ impl Ensemble {
             Origin::Local(connection) => self
                 .held
                 .push_back((ready_at, Held::Write(connection, reply))),
-            Origin::Remote { server, request } => self.send_peer(
-                server,
-                &PeerMessage::WriteDone {
-                    request,
-                    ready_at,
-                    reply,
-                },
-            ),
+            Origin::Remote { server, request } => {
+                // If dropped, the follower notices the gap at the next answer or times out.
+                self.send_peer(
+                    server,
+                    &PeerMessage::WriteDone {
+                        request,
+                        ready_at,
+                        reply,
+                    },
+                );
+            }
         }
     }
 
@@ -955,16 +1048,19 @@ impl Ensemble {
                     password,
                 },
             )),
-            Origin::Remote { server, request } => self.send_peer(
-                server,
-                &PeerMessage::ConnectDone {
-                    request,
-                    ready_at: header.zxid,
-                    session_id,
-                    timeout_ms,
-                    password,
-                },
-            ),
+            Origin::Remote { server, request } => {
+                // If dropped, the follower's FORWARD_TIMEOUT_MS closes the client.
+                self.send_peer(
+                    server,
+                    &PeerMessage::ConnectDone {
+                        request,
+                        ready_at: header.zxid,
+                        session_id,
+                        timeout_ms,
+                        password,
+                    },
+                );
+            }
         }
     }
 
@@ -994,13 +1090,20 @@ impl Ensemble {
     fn expire_forwarded(&mut self, now: i64) {
         let limit = now - FORWARD_TIMEOUT_MS;
         let mut stale = Vec::new();
+        let mut stale_writes = Vec::new();
         self.forwarded_writes.retain(|_, (c, at)| {
             let keep = *at > limit;
             if !keep {
-                stale.push(*c);
+                stale_writes.push(*c);
             }
             keep
         });
+        for c in stale_writes {
+            self.break_stream(c);
+        }
+        // The leader forgets streams not heard from for a while (closed connections).
+        self.forward_expected
+            .retain(|_, (_, heard)| *heard > now - 10 * FORWARD_TIMEOUT_MS);
         self.forwarded_connects.retain(|_, (c, at)| {
             let keep = *at > limit;
             if !keep {
@@ -1040,15 +1143,20 @@ impl Ensemble {
                 self.close(connection);
             }
         }
-        let forwarded: Vec<ConnectionRef> = self
-            .forwarded_writes
+        let writes: Vec<ConnectionRef> = self.forwarded_writes.values().map(|(c, _)| *c).collect();
+        for c in writes {
+            self.break_stream(c);
+        }
+        self.forwarded_writes.clear();
+        let connects: Vec<ConnectionRef> = self
+            .forwarded_connects
             .drain()
-            .chain(self.forwarded_connects.drain())
             .map(|(_, (c, _))| c)
             .collect();
-        for c in forwarded {
+        for c in connects {
             self.close(c);
         }
+        self.forward_expected.clear();
     }
 
     fn become_leader(&mut self) {
@@ -1147,27 +1255,36 @@ impl Ensemble {
                 );
                 std::process::exit(1);
             }
+            let mut to_persist = ready.to_persist;
+            let mut installed = false;
             if let Some((zxid, data)) = ready.install_snapshot {
-                self.install_snapshot(zxid, &data).await;
+                installed = self.install_snapshot(zxid, &data).await;
                 more = true;
             }
+            if installed {
+                // The log was replaced: what this round meant to append (and acknowledge) is
+                // gone with it; the leader resends from the snapshot on.
+                to_persist.clear();
+            }
             if let Some(after) = ready.truncated_after {
-                self.rewrite_disk(after).await;
+                self.discard_log_after(after).await;
             }
             let mut later = Vec::new();
             for (to, message, after_persist) in ready.messages {
-                if after_persist {
+                if after_persist && installed {
+                    continue;
+                } else if after_persist {
                     later.push((to, message));
                 } else {
                     self.send_raft(to, message);
                 }
             }
-            if let Some(last) = ready.to_persist.last().map(|e| e.zxid) {
+            if let Some(last) = to_persist.last().map(|e| e.zxid) {
                 let mut records = Vec::new();
-                for e in &ready.to_persist {
+                for e in &to_persist {
                     records.extend_from_slice(&e.payload);
                 }
-                let first = ready.to_persist[0].zxid;
+                let first = to_persist[0].zxid;
                 if let Err(e) = self.log.append_and_sync(records, first).await {
                     eprintln!("zoo: FATAL: the transaction log could not be made durable: {e}");
                     std::process::exit(1);
@@ -1453,13 +1570,18 @@ impl Ensemble {
         let tree = self.applied.tree().clone();
         let zxid = tree.last_zxid();
         let sessions = Self::session_records(&self.applied);
-        let dir = self.snapshot_dir.clone();
+        // A scratch directory: catch-up copies are not part of this server's own snapshots
+        // (and would otherwise pile up when a follower stays away).
+        let dir = self.snapshot_dir.join("catch-up");
         let out = self.catch_up.clone();
         let _ = std::thread::Builder::new()
             .name("zoo-catch-up".into())
             .spawn(move || {
-                let bytes =
-                    snapshot::write_snapshot(&dir, &tree, &sessions).and_then(std::fs::read);
+                let bytes = snapshot::write_snapshot(&dir, &tree, &sessions).and_then(|path| {
+                    let bytes = std::fs::read(&path);
+                    let _ = std::fs::remove_file(&path);
+                    bytes
+                });
                 match bytes {
                     Ok(bytes) => {
                         let data: Arc<[u8]> = bytes.into();
@@ -1475,7 +1597,7 @@ impl Ensemble {
 
     /// Replaces this server's state with the leader's snapshot at `zxid`: the snapshot is made
     /// durable first, then the log (older than it, or divergent) is removed.
-    async fn install_snapshot(&mut self, zxid: i64, data: &[u8]) {
+    async fn install_snapshot(&mut self, zxid: i64, data: &[u8]) -> bool {
         eprintln!(
             "zoo: server {} installing the leader's snapshot at {zxid:#x} ({} bytes)",
             self.me,
@@ -1494,47 +1616,53 @@ impl Ensemble {
                 // Checksummed end to end: a bad snapshot from the leader is not installed.
                 eprintln!("zoo: the leader's snapshot is unusable ({e}); waiting for another");
                 let _ = std::fs::remove_file(&path);
-                return;
+                return false;
             }
         };
         let sessions = loaded
             .sessions
             .into_iter()
             .map(|s| (s.id, s.timeout_ms, s.password));
+        // As ZooKeeper does on a snapshot sync: this server's clients reconnect, since the
+        // watch events between the old state and the snapshot cannot be produced.
+        let owners: Vec<ConnectionRef> = self
+            .applied
+            .sessions()
+            .iter()
+            .filter_map(|s| s.owner)
+            .filter(|o| *o != NO_CONNECTION)
+            .collect();
+        for owner in owners {
+            self.close(owner);
+        }
         let config = crate::server::commit_executor::core_config(&self.config);
         self.applied = CommitCore::restore(config, loaded.tree, sessions, wall_clock_ms());
         self.restart_log(zxid).await;
         self.replica.snapshot_installed(zxid);
         self.changed = true;
         self.triggers.clear();
+        true
     }
 
-    /// Entries after `after` were discarded (they conflicted with the leader's): rewrite the
-    /// disk so that a restart cannot replay them. The applied state becomes a snapshot, the
-    /// log restarts after it, and the kept entries above it are written again.
-    async fn rewrite_disk(&mut self, after: i64) {
-        let applied = self.applied.last_zxid();
+    /// Entries after `after` were discarded (they conflicted with the leader's): they are cut
+    /// from the log in place, so that a restart cannot replay them, and appends continue in a
+    /// new segment. Entries at or below `after` stay where they are.
+    async fn discard_log_after(&mut self, after: i64) {
         eprintln!(
-            "zoo: server {}: log diverged from the leader's after {after:#x}; rewriting from the state at {applied:#x}",
+            "zoo: server {}: log diverged from the leader's after {after:#x}; cutting it there",
             self.me
         );
-        let sessions = Self::session_records(&self.applied);
-        if let Err(e) = snapshot::write_snapshot(&self.snapshot_dir, self.applied.tree(), &sessions)
-        {
-            eprintln!("zoo: FATAL: cannot write a snapshot: {e}");
+        if let Err(e) = crate::storage::log::truncate_after(&self.log_dir, after) {
+            eprintln!("zoo: FATAL: cannot cut the log after {after:#x}: {e}");
             std::process::exit(1);
         }
-        self.restart_log(applied).await;
-        let kept: Vec<Arc<[u8]>> = self
-            .replica
-            .entries_between(applied, after)
-            .map(|e| e.payload.clone())
-            .collect();
-        if let Some(first) = kept.first() {
-            let first_zxid = i64::from_be_bytes(first[8..16].try_into().expect("8 bytes"));
-            let records: Vec<u8> = kept.iter().flat_map(|p| p.iter().copied()).collect();
-            if let Err(e) = self.log.append_and_sync(records, first_zxid).await {
-                eprintln!("zoo: FATAL: the transaction log could not be made durable: {e}");
+        match LogWriter::create(&self.log_dir, after + 1).await {
+            Ok(log) => {
+                let old = std::mem::replace(&mut self.log, log);
+                drop(old);
+            }
+            Err(e) => {
+                eprintln!("zoo: FATAL: cannot start a log segment: {e}");
                 std::process::exit(1);
             }
         }

@@ -28,10 +28,16 @@ const HELLO_MAGIC: &[u8; 8] = b"ZOOPEER1";
 pub enum PeerMessage {
     Raft(Message),
     /// A follower passes a client's write to the leader. `frame` is the request as the client
-    /// sent it (xid, opcode, body).
+    /// sent it (xid, opcode, body). `connection` names the client connection on the follower,
+    /// `seq` numbers its forwarded writes from 1, and `oldest` is the seq of its oldest write
+    /// still unanswered: the leader accepts only an unbroken sequence, so a lost forward can
+    /// never let a later write of the same client commit without it (FIFO, R10).
     ForwardWrite {
         request: u64,
         session_id: i64,
+        connection: u64,
+        seq: u64,
+        oldest: u64,
         auth: Vec<Id>,
         frame: Vec<u8>,
     },
@@ -89,12 +95,18 @@ impl PeerMessage {
             PeerMessage::ForwardWrite {
                 request,
                 session_id,
+                connection,
+                seq,
+                oldest,
                 auth,
                 frame,
             } => {
                 out.put_u8(FORWARD_WRITE);
                 out.put_i64(*request as i64);
                 out.put_i64(*session_id);
+                out.put_i64(*connection as i64);
+                out.put_i64(*seq as i64);
+                out.put_i64(*oldest as i64);
                 out.put_i32(auth.len() as i32);
                 for id in auth {
                     out.put_ustring(&id.scheme);
@@ -176,6 +188,9 @@ impl PeerMessage {
             FORWARD_WRITE => {
                 let request = r.read_i64()? as u64;
                 let session_id = r.read_i64()?;
+                let connection = r.read_i64()? as u64;
+                let seq = r.read_i64()? as u64;
+                let oldest = r.read_i64()? as u64;
                 let count = r.read_count(8)?;
                 let mut auth = Vec::with_capacity(count);
                 for _ in 0..count {
@@ -186,6 +201,9 @@ impl PeerMessage {
                 PeerMessage::ForwardWrite {
                     request,
                     session_id,
+                    connection,
+                    seq,
+                    oldest,
                     auth,
                     frame: r.read_buffer_vec()?,
                 }
@@ -338,6 +356,9 @@ pub async fn dial(me: i64, peer: i64, address: SocketAddr, frames: LocalReceiver
         let mut stream = match TcpStream::connect(address).await {
             Ok(s) => s,
             Err(_) => {
+                // Unreachable: what is queued for it would only go stale (replication resends
+                // from where the peer is when it comes back), so it is dropped, not hoarded.
+                while let Some(Some(_)) = futures_lite::future::poll_once(frames.recv()).await {}
                 glommio::timer::sleep(Duration::from_millis(PEER_RECONNECT_MS)).await;
                 continue;
             }
@@ -380,6 +401,9 @@ mod tests {
             PeerMessage::ForwardWrite {
                 request: 9,
                 session_id: 77,
+                connection: 3,
+                seq: 12,
+                oldest: 11,
                 auth: vec![Id::new("digest", "u:x")],
                 frame: vec![0, 0, 0, 1, 0, 0, 0, 5],
             },

@@ -137,6 +137,46 @@ pub fn recover_after(
     scan(&segments, after_zxid, Repair::TruncateTornTail, apply)
 }
 
+/// Removes every record with a zxid above `after` from the log in `dir`, in place: segments
+/// that start above it are deleted (newest first), the segment holding `after` is cut right
+/// after that record and fsynced, then the directory is fsynced. Used by a replicated server
+/// whose uncommitted tail conflicted with the leader's (docs/FORMAT.md, "Diverged log"). A
+/// crash part-way leaves a prefix of the discarded records, which are uncommitted and will be
+/// discarded again; records at or below `after` are never touched.
+pub fn truncate_after(dir: &Path, after: i64) -> io::Result<()> {
+    let segments = list_segments(dir).map_err(|e| io::Error::other(e.to_string()))?;
+    for (first, path) in segments.iter().rev() {
+        if *first > after {
+            fs::remove_file(path)?;
+            continue;
+        }
+        let bytes = fs::read(path)?;
+        let mut offset = SEGMENT_HEADER_BYTES.min(bytes.len());
+        let cut = loop {
+            if bytes.len() - offset < RECORD_HEADER_BYTES {
+                break None;
+            }
+            let length = u32::from_be_bytes(bytes[offset..offset + 4].try_into().expect("4"));
+            let length = length as usize;
+            if length == 0 || bytes.len() - offset < RECORD_HEADER_BYTES + length {
+                break None;
+            }
+            let zxid = i64::from_be_bytes(bytes[offset + 8..offset + 16].try_into().expect("8"));
+            if zxid > after {
+                break Some(offset);
+            }
+            offset += RECORD_HEADER_BYTES + length;
+        };
+        if let Some(cut) = cut {
+            let file = OpenOptions::new().write(true).open(path)?;
+            file.set_len(cut as u64)?;
+            file.sync_all()?;
+        }
+        break;
+    }
+    File::open(dir)?.sync_all()
+}
+
 /// Whether a scan may change the files it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repair {
@@ -287,6 +327,34 @@ pub struct RecoveryStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_after_cuts_in_place_and_keeps_everything_at_or_below() {
+        let dir = temp_dir("truncate-after");
+        fs::create_dir_all(&dir).unwrap();
+        let write_segment = |first: i64, zxids: &[i64]| {
+            let mut bytes = segment_header(first).to_vec();
+            for z in zxids {
+                encode_record(&header(*z), &Txn::Check, &mut bytes);
+            }
+            bytes.extend_from_slice(&[0u8; 64]);
+            fs::write(dir.join(segment_name(first)), bytes).unwrap();
+        };
+        write_segment(1, &[1, 2, 3]);
+        write_segment(4, &[4, 0x2_0000_0001]);
+        write_segment(0x2_0000_0002, &[0x2_0000_0002]);
+        truncate_after(&dir, 2).unwrap();
+        let mut seen = Vec::new();
+        recover(&dir, |h, _| seen.push(h.zxid)).unwrap();
+        assert_eq!(seen, vec![1, 2]);
+        // Idempotent, and a no-op when nothing is above.
+        truncate_after(&dir, 2).unwrap();
+        truncate_after(&dir, 9).unwrap();
+        let mut again = Vec::new();
+        recover(&dir, |h, _| again.push(h.zxid)).unwrap();
+        assert_eq!(again, vec![1, 2]);
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("zoo-log-test-{name}-{}", std::process::id()));
