@@ -55,26 +55,12 @@ pub async fn run(
     outboxes: Vec<SharedSender<ToShard>>,
     stats: Arc<ServerStats>,
 ) {
-    let (merged_tx, merged_rx) = local_channel::new_bounded::<ToCommit>(COMMIT_INBOX_MAX);
-    let merged_tx = Rc::new(merged_tx);
-    let mut pumps = Vec::new();
-    for inbox in inboxes {
-        let tx = merged_tx.clone();
-        pumps.push(glommio::spawn_local(async move {
-            let rx = inbox.connect().await;
-            while let Some(message) = rx.recv().await {
-                if tx.send(message).await.is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    // Connect our outgoing ends only after the pumps exist: each shard connects its sender
-    // to us before it connects its inbox, so the reverse order would deadlock at start-up.
-    let mut shards = Vec::with_capacity(outboxes.len());
-    for outbox in outboxes {
-        shards.push(outbox.connect().await);
-    }
+    let ShardLinks {
+        merged_tx,
+        merged_rx,
+        pumps,
+        shards,
+    } = link_shards(inboxes, outboxes).await;
     let tick_ms = (config.tick_time_ms as u64 / 2).clamp(10, 500);
     spawn_timer(merged_tx.clone(), tick_ms, || ToCommit::ExpiryTick);
     spawn_timer(
@@ -129,7 +115,50 @@ pub async fn run(
     drop(pumps);
 }
 
-fn spawn_timer(tx: Rc<LocalSender<ToCommit>>, period_ms: u64, make: fn() -> ToCommit) {
+/// The commit side's ends of the shard channels.
+pub(crate) struct ShardLinks {
+    /// Every shard's messages and the timers', in one inbox.
+    pub merged_tx: Rc<LocalSender<ToCommit>>,
+    pub merged_rx: local_channel::LocalReceiver<ToCommit>,
+    /// One task per shard moving its queue into the merged inbox; dropped at shutdown.
+    pub pumps: Vec<glommio::Task<()>>,
+    pub shards: Vec<ConnectedSender<ToShard>>,
+}
+
+/// Connects the shard channels, standalone or replicated alike.
+pub(crate) async fn link_shards(
+    inboxes: Vec<SharedReceiver<ToCommit>>,
+    outboxes: Vec<SharedSender<ToShard>>,
+) -> ShardLinks {
+    let (merged_tx, merged_rx) = local_channel::new_bounded::<ToCommit>(COMMIT_INBOX_MAX);
+    let merged_tx = Rc::new(merged_tx);
+    let mut pumps = Vec::new();
+    for inbox in inboxes {
+        let tx = merged_tx.clone();
+        pumps.push(glommio::spawn_local(async move {
+            let rx = inbox.connect().await;
+            while let Some(message) = rx.recv().await {
+                if tx.send(message).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    // Connect our outgoing ends only after the pumps exist: each shard connects its sender
+    // to us before it connects its inbox, so the reverse order would deadlock at start-up.
+    let mut shards = Vec::with_capacity(outboxes.len());
+    for outbox in outboxes {
+        shards.push(outbox.connect().await);
+    }
+    ShardLinks {
+        merged_tx,
+        merged_rx,
+        pumps,
+        shards,
+    }
+}
+
+pub(crate) fn spawn_timer(tx: Rc<LocalSender<ToCommit>>, period_ms: u64, make: fn() -> ToCommit) {
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(Duration::from_millis(period_ms)).await;

@@ -15,9 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalSender};
@@ -31,9 +29,10 @@ use crate::core::tree::Trigger;
 use crate::core::txn::{Txn, TxnHeader};
 use crate::jute::Reader;
 use crate::jute::records::Request;
+use crate::server::commit_executor::{ShardLinks, link_shards, spawn_timer};
 use crate::server::limits::{
-    COMMIT_BATCH_MAX, COMMIT_INBOX_MAX, FORWARD_TIMEOUT_MS, PEER_QUEUE_FRAMES_MAX,
-    RAFT_APPEND_ENTRIES_MAX, RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
+    COMMIT_BATCH_MAX, FORWARD_TIMEOUT_MS, PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX,
+    RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
@@ -97,6 +96,8 @@ struct Ensemble {
     /// Leader: per (follower, connection), the next forward seq it accepts; `u64::MAX` once a
     /// gap was seen (everything after it is refused). With the time last heard, for pruning.
     forward_expected: HashMap<(NodeId, u64), (u64, i64)>,
+    /// Random per process start; see `connection_key`.
+    incarnation: u64,
     forwarded_connects: HashMap<u64, (ConnectionRef, i64)>,
     next_request: u64,
     /// (term, leader) as last seen, to notice a change of leader.
@@ -149,8 +150,11 @@ struct ForwardStream {
     broken: bool,
 }
 
-fn connection_key(c: ConnectionRef) -> u64 {
-    ((c.shard as u64) << 48) ^ c.connection_id
+/// Names a client connection to the leader: this process's random incarnation, so that a
+/// restarted follower's new connections never continue an old connection's sequence, then the
+/// shard and the connection's id on it.
+fn connection_key(incarnation: u64, c: ConnectionRef) -> u64 {
+    (incarnation << 48) | ((c.shard as u64 & 0xffff) << 32) | (c.connection_id & 0xffff_ffff)
 }
 
 /// Snapshots built in the background for followers: (peer, zxid, bytes).
@@ -196,24 +200,12 @@ pub async fn run(
     outboxes: Vec<SharedSender<ToShard>>,
     stats: Arc<ServerStats>,
 ) {
-    let (merged_tx, merged_rx) = local_channel::new_bounded::<ToCommit>(COMMIT_INBOX_MAX);
-    let merged_tx = Rc::new(merged_tx);
-    let mut pumps = Vec::new();
-    for inbox in inboxes {
-        let tx = merged_tx.clone();
-        pumps.push(glommio::spawn_local(async move {
-            let rx = inbox.connect().await;
-            while let Some(message) = rx.recv().await {
-                if tx.send(message).await.is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    let mut shards = Vec::with_capacity(outboxes.len());
-    for outbox in outboxes {
-        shards.push(outbox.connect().await);
-    }
+    let ShardLinks {
+        merged_tx,
+        merged_rx,
+        pumps,
+        shards,
+    } = link_shards(inboxes, outboxes).await;
     let me = config.server_id;
     let Recovered {
         applied,
@@ -315,6 +307,7 @@ pub async fn run(
         forwarded_writes: HashMap::new(),
         forward_streams: HashMap::new(),
         forward_expected: HashMap::new(),
+        incarnation: u64::from_le_bytes(seed) & 0xffff,
         forwarded_connects: HashMap::new(),
         next_request: 1,
         seen_leader: (0, None),
@@ -382,18 +375,6 @@ fn dial_member(me: NodeId, member: &Member) -> Option<LocalSender<Arc<Vec<u8>>>>
     let (tx, rx) = local_channel::new_bounded::<Arc<Vec<u8>>>(PEER_QUEUE_FRAMES_MAX);
     glommio::spawn_local(peer::dial(me, member.id, address, rx)).detach();
     Some(tx)
-}
-
-fn spawn_timer(tx: Rc<LocalSender<ToCommit>>, period_ms: u64, make: fn() -> ToCommit) {
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(Duration::from_millis(period_ms)).await;
-            if tx.send(make()).await.is_err() {
-                break;
-            }
-        }
-    })
-    .detach();
 }
 
 fn decode_record(payload: &[u8]) -> (TxnHeader, Txn) {
@@ -685,7 +666,7 @@ impl Ensemble {
                     let message = PeerMessage::ForwardWrite {
                         request,
                         session_id: write.session_id,
-                        connection: connection_key(connection),
+                        connection: connection_key(self.incarnation, connection),
                         seq,
                         oldest,
                         auth: write.auth.as_ref().clone(),
@@ -762,7 +743,11 @@ impl Ensemble {
                     self.replica.send_snapshot(peer, zxid, data);
                 }
             }
-            ToCommit::PeerLost { from } => self.replica.peer_lost(from),
+            ToCommit::PeerLost { from } => {
+                // A follower that reconnects (or restarted) starts its streams afresh.
+                self.forward_expected.retain(|(f, _), _| *f != from);
+                self.replica.peer_lost(from)
+            }
             ToCommit::Peer { from, message } => self.on_peer(from, message, now),
         }
     }
