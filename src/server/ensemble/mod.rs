@@ -12,6 +12,11 @@
 //! may not have committed are answered by closing their connections: the client reconnects
 //! and learns the outcome by reading, as with ZooKeeper.
 
+mod catch_up;
+mod forwarding;
+mod leader;
+mod read_only;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -42,6 +47,9 @@ use crate::server::wall_clock_ms;
 use crate::storage::log::{RECORD_BYTES_MAX, encode_record};
 use crate::storage::snapshot::{self, SessionRecord};
 use crate::storage::vote;
+use catch_up::CatchUp;
+use forwarding::{ForwardStream, connection_key};
+use leader::SpecBatch;
 
 /// The owner given to sessions in the leader's speculative state: connections are tracked
 /// only in `applied`, on the server the client is connected to.
@@ -128,37 +136,6 @@ struct Ensemble {
     /// A catch-up snapshot arriving in pieces: (from, term, zxid, total, bytes so far).
     incoming_snapshot: Option<(NodeId, u64, i64, u64, Vec<u8>)>,
 }
-
-/// The leader's speculative tree after the entries (prev, last], with what applying them
-/// produced: watch triggers and session-table changes.
-struct SpecBatch {
-    prev: i64,
-    last: i64,
-    tree: crate::core::tree::DataTree,
-    triggers: Vec<(i64, Trigger)>,
-    sessions: Vec<(TxnHeader, Txn)>,
-    entries: u64,
-}
-
-/// A client connection's forwarded writes, on its follower.
-#[derive(Default)]
-struct ForwardStream {
-    next_seq: u64,
-    /// (request id, seq) of forwarded writes not yet answered, oldest first.
-    outstanding: VecDeque<(u64, u64)>,
-    /// A reply or forward went missing: the connection is being closed and sends no more.
-    broken: bool,
-}
-
-/// Names a client connection to the leader: this process's random incarnation, so that a
-/// restarted follower's new connections never continue an old connection's sequence, then the
-/// shard and the connection's id on it.
-fn connection_key(incarnation: u64, c: ConnectionRef) -> u64 {
-    (incarnation << 48) | ((c.shard as u64 & 0xffff) << 32) | (c.connection_id & 0xffff_ffff)
-}
-
-/// Snapshots built in the background for followers: (peer, zxid, bytes).
-type CatchUp = Arc<Mutex<Vec<(NodeId, i64, Arc<[u8]>)>>>;
 
 struct SnapshotState {
     txns_max: u64,
@@ -425,108 +402,6 @@ impl Ensemble {
         }
     }
 
-    fn read_only_session(
-        &mut self,
-        connection: ConnectionRef,
-        timeout_ms: i32,
-        password: [u8; 16],
-    ) -> ConnectResult {
-        let session_id = self.next_read_only_session;
-        self.next_read_only_session += 1;
-        self.read_only_sessions.insert(session_id, connection);
-        ConnectResult::ReadOnly {
-            session_id,
-            timeout_ms: self.applied.negotiate_timeout(timeout_ms),
-            password,
-        }
-    }
-
-    /// Back in the quorum: read-only clients reconnect to get read-write sessions.
-    fn end_read_only_sessions(&mut self) {
-        let connections: Vec<ConnectionRef> =
-            self.read_only_sessions.drain().map(|(_, c)| c).collect();
-        for c in connections {
-            self.close(c);
-        }
-    }
-
-    /// Sends a replication message; a snapshot goes in `SNAPSHOT_CHUNK_BYTES` pieces.
-    fn send_raft(&mut self, to: NodeId, message: crate::consensus::Message) {
-        let crate::consensus::Message::Snapshot { term, zxid, data } = message else {
-            self.send_peer(to, &PeerMessage::Raft(message));
-            return;
-        };
-        let total = data.len() as u64;
-        eprintln!(
-            "zoo: sending server {to} the snapshot at {zxid:#x}: {} MiB in {} pieces",
-            total >> 20,
-            data.len().div_ceil(SNAPSHOT_CHUNK_BYTES).max(1)
-        );
-        let mut offset = 0usize;
-        loop {
-            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
-            let chunk = PeerMessage::SnapshotChunk {
-                term,
-                zxid,
-                offset: offset as u64,
-                total,
-                data: data[offset..end].to_vec(),
-            };
-            self.send_peer(to, &chunk);
-            offset = end;
-            if offset >= data.len() {
-                break;
-            }
-        }
-    }
-
-    /// Reassembles a catch-up snapshot; a piece out of order drops what arrived so far (the
-    /// leader offers the snapshot again after `snapshot_retry_ticks`).
-    fn on_snapshot_chunk(
-        &mut self,
-        from: NodeId,
-        term: u64,
-        zxid: i64,
-        offset: u64,
-        total: u64,
-        data: Vec<u8>,
-    ) {
-        if total > SNAPSHOT_BYTES_MAX {
-            eprintln!("zoo: refusing a {total}-byte snapshot from server {from}");
-            return;
-        }
-        if offset == 0 {
-            self.incoming_snapshot = Some((from, term, zxid, total, Vec::new()));
-        }
-        let Some((f, t, z, n, bytes)) = self.incoming_snapshot.as_mut() else {
-            return;
-        };
-        if *f != from || *t != term || *z != zxid || *n != total || bytes.len() as u64 != offset {
-            self.incoming_snapshot = None;
-            return;
-        }
-        let before = bytes.len() as u64 * 10 / total.max(1);
-        bytes.extend_from_slice(&data);
-        let after = bytes.len() as u64 * 10 / total.max(1);
-        if after > before && (bytes.len() as u64) < total {
-            eprintln!(
-                "zoo: receiving the snapshot at {zxid:#x} from server {from}: {}%",
-                after * 10
-            );
-        }
-        if bytes.len() as u64 == total {
-            let (_, term, zxid, _, bytes) = self.incoming_snapshot.take().expect("present");
-            self.replica.step(
-                from,
-                crate::consensus::Message::Snapshot {
-                    term,
-                    zxid,
-                    data: bytes.into(),
-                },
-            );
-        }
-    }
-
     /// Queues a message for `to`; false if it was dropped (queue full, or no such peer).
     fn send_peer(&mut self, to: NodeId, message: &PeerMessage) -> bool {
         match self.peers.get(&to) {
@@ -534,18 +409,6 @@ impl Ensemble {
             Some(tx) => tx.try_send(Arc::new(message.to_frame())).is_ok(),
             None => false,
         }
-    }
-
-    /// A forwarded write of `connection` (or its answer) went missing: close the connection,
-    /// forget its other forwards, and forward nothing more from it.
-    fn break_stream(&mut self, connection: ConnectionRef) {
-        let stream = self.forward_streams.entry(connection).or_default();
-        stream.broken = true;
-        let lost: Vec<u64> = stream.outstanding.drain(..).map(|(r, _)| r).collect();
-        for r in lost {
-            self.forwarded_writes.remove(&r);
-        }
-        self.close(connection);
     }
 
     fn reply(&mut self, connection: ConnectionRef, reply: ShardReply) {
@@ -926,129 +789,6 @@ impl Ensemble {
         }
     }
 
-    fn propose(&mut self, header: &TxnHeader, txn: &Txn) {
-        if matches!(txn, Txn::CreateSession { .. } | Txn::CloseSession { .. }) {
-            self.spec_sessions.push((*header, txn.clone()));
-        }
-        let payload = encode(header, txn);
-        let zxid = self
-            .replica
-            .propose(|zxid| {
-                assert_eq!(zxid, header.zxid, "speculative zxids follow the log");
-                payload
-            })
-            .expect("only the leader proposes");
-        debug_assert_eq!(zxid, header.zxid);
-    }
-
-    fn leader_write(&mut self, origin: Origin, write: WriteRequest) {
-        let now = wall_clock_ms();
-        if matches!(write.request, Request::Reconfig { .. }) {
-            let version = |c: &CommitCore| c.membership().map_or(0, |m| m.version);
-            let spec = self.speculative.as_ref().expect("leader");
-            if version(spec) != version(&self.applied) {
-                // One change at a time: the previous one is not committed yet.
-                let reply = WriteReply {
-                    xid: write.xid,
-                    zxid: self.applied.last_zxid(),
-                    err: crate::error::ZkError::ReconfigInProgress.code(),
-                    body: Vec::new(),
-                    close_connection: false,
-                };
-                let ready_at = self.replica.last_zxid();
-                self.answer_write(origin, ready_at, reply);
-                return;
-            }
-        }
-        let spec = self.speculative.as_mut().expect("leader");
-        spec.touch(write.session_id, now);
-        let is_sync = matches!(write.request, Request::Sync { .. });
-        let mut scratch = Vec::new();
-        let outcome = spec.process_write(write, now, &mut scratch);
-        if let Some((header, _)) = &outcome.txn {
-            let zxid = header.zxid;
-            self.spec_triggers
-                .extend(scratch.into_iter().map(|t| (zxid, t)));
-        }
-        let spec = self.speculative.as_mut().expect("leader");
-        let ready_at = match &outcome.txn {
-            Some((header, txn)) => {
-                let (header, txn) = (*header, txn.clone());
-                self.propose(&header, &txn);
-                header.zxid
-            }
-            // sync: a barrier entry, answered once a quorum holds it. A deposed leader that
-            // has not noticed yet cannot commit it, so sync-then-read is linearizable (R11).
-            None if is_sync && outcome.reply.err == 0 => {
-                let (header, txn) = spec.apply_noop(now);
-                self.propose(&header, &txn);
-                header.zxid
-            }
-            None => self.replica.last_zxid(),
-        };
-        self.answer_write(origin, ready_at, outcome.reply);
-    }
-
-    fn answer_write(&mut self, origin: Origin, ready_at: i64, reply: WriteReply) {
-        match origin {
-            Origin::Local(connection) => self
-                .held
-                .push_back((ready_at, Held::Write(connection, reply))),
-            Origin::Remote { server, request } => {
-                // If dropped, the follower notices the gap at the next answer or times out.
-                self.send_peer(
-                    server,
-                    &PeerMessage::WriteDone {
-                        request,
-                        ready_at,
-                        reply,
-                    },
-                );
-            }
-        }
-    }
-
-    fn leader_create_session(&mut self, origin: Origin, timeout_ms: i32, password: [u8; 16]) {
-        let now = wall_clock_ms();
-        let spec = self.speculative.as_mut().expect("leader");
-        let (attach, (header, txn)) =
-            spec.create_session(timeout_ms, password, NO_CONNECTION, now, &mut Vec::new());
-        // (createSession fires no watch.)
-        self.propose(&header, &txn);
-        let Attach::Attached {
-            session_id,
-            timeout_ms,
-            password,
-            ..
-        } = attach
-        else {
-            unreachable!("a new session attaches");
-        };
-        match origin {
-            Origin::Local(connection) => self.held.push_back((
-                header.zxid,
-                Held::Connect {
-                    connection,
-                    session_id,
-                    password,
-                },
-            )),
-            Origin::Remote { server, request } => {
-                // If dropped, the follower's FORWARD_TIMEOUT_MS closes the client.
-                self.send_peer(
-                    server,
-                    &PeerMessage::ConnectDone {
-                        request,
-                        ready_at: header.zxid,
-                        session_id,
-                        timeout_ms,
-                        password,
-                    },
-                );
-            }
-        }
-    }
-
     fn attach_result(&mut self, attach: Attach) -> ConnectResult {
         match attach {
             Attach::Attached {
@@ -1067,37 +807,6 @@ impl Ensemble {
                 }
             }
             Attach::Expired => ConnectResult::Expired,
-        }
-    }
-
-    /// A forwarded request the leader never answered (its message or the answer was lost):
-    /// the client's connection is closed so that it retries, instead of waiting forever.
-    fn expire_forwarded(&mut self, now: i64) {
-        let limit = now - FORWARD_TIMEOUT_MS;
-        let mut stale = Vec::new();
-        let mut stale_writes = Vec::new();
-        self.forwarded_writes.retain(|_, (c, at)| {
-            let keep = *at > limit;
-            if !keep {
-                stale_writes.push(*c);
-            }
-            keep
-        });
-        for c in stale_writes {
-            self.break_stream(c);
-        }
-        // The leader forgets streams not heard from for a while (closed connections).
-        self.forward_expected
-            .retain(|_, (_, heard)| *heard > now - 10 * FORWARD_TIMEOUT_MS);
-        self.forwarded_connects.retain(|_, (c, at)| {
-            let keep = *at > limit;
-            if !keep {
-                stale.push(*c);
-            }
-            keep
-        });
-        for c in stale {
-            self.close(c);
         }
     }
 
@@ -1142,79 +851,6 @@ impl Ensemble {
             self.close(c);
         }
         self.forward_expected.clear();
-    }
-
-    fn become_leader(&mut self) {
-        let now = wall_clock_ms();
-        let mut spec = self.applied.clone();
-        spec.set_epoch(self.replica.term());
-        // Entries after the applied state are in the log but not yet committed; the new
-        // leader's state includes them (Raft: a leader never drops its own entries).
-        let pending: Vec<Arc<[u8]>> = self
-            .replica
-            .entries_between(self.applied.last_zxid(), i64::MAX)
-            .map(|e| e.payload.clone())
-            .collect();
-        self.sealed.clear();
-        self.sealed_upto = self.applied.last_zxid();
-        self.spec_triggers.clear();
-        self.spec_sessions.clear();
-        for payload in pending {
-            let (header, txn) = decode_record(&payload);
-            let mut scratch = Vec::new();
-            spec.apply(&header, &txn, &mut scratch);
-            self.spec_triggers
-                .extend(scratch.into_iter().map(|t| (header.zxid, t)));
-            if matches!(txn, Txn::CreateSession { .. } | Txn::CloseSession { .. }) {
-                self.spec_sessions.push((header, txn));
-            }
-        }
-        spec.restart_session_clocks(now);
-        let (header, txn) = spec.apply_noop(now);
-        let seed_config = spec
-            .membership()
-            .is_none_or(|m| m.members.is_empty())
-            .then(|| {
-                let mut scratch = Vec::new();
-                let t = spec.write_config(&self.members, now, &mut scratch);
-                self.spec_triggers
-                    .extend(scratch.into_iter().map(|x| (t.0.zxid, x)));
-                t
-            });
-        self.speculative = Some(spec);
-        self.propose(&header, &txn);
-        self.epoch_start = header.zxid;
-        if let Some((header, txn)) = seed_config {
-            self.propose(&header, &txn);
-        }
-        eprintln!(
-            "zoo: server {} leads term {} from zxid {:#x}",
-            self.me,
-            self.replica.term(),
-            header.zxid
-        );
-    }
-
-    /// One round of replication work: persist, send, apply, answer, publish.
-    /// Leader: remembers the speculative state after this cycle's proposals (see SpecBatch).
-    fn seal(&mut self) {
-        let Some(spec) = self.speculative.as_ref() else {
-            return;
-        };
-        let last = spec.last_zxid();
-        if last <= self.sealed_upto {
-            return;
-        }
-        let entries = self.replica.entries_between(self.sealed_upto, last).count() as u64;
-        self.sealed.push_back(SpecBatch {
-            prev: self.sealed_upto,
-            last,
-            tree: spec.tree().clone(),
-            triggers: std::mem::take(&mut self.spec_triggers),
-            sessions: std::mem::take(&mut self.spec_sessions),
-            entries,
-        });
-        self.sealed_upto = last;
     }
 
     async fn cycle(&mut self) {
@@ -1516,163 +1152,6 @@ impl Ensemble {
             .leader_id
             .store(self.replica.leader().unwrap_or(-1), Relaxed);
     }
-
-    fn session_records(core: &CommitCore) -> Vec<SessionRecord> {
-        core.session_records()
-            .into_iter()
-            .map(SessionRecord::from)
-            .collect()
-    }
-
-    /// Writes a snapshot of the applied (committed) state in the background.
-    fn start_snapshot(&mut self) {
-        use std::sync::atomic::Ordering::{Acquire, Release};
-        if self.snapshots.in_progress.swap(true, Acquire) {
-            return;
-        }
-        self.snapshots.txns_since = 0;
-        let tree = self.applied.tree().clone();
-        let sessions = Self::session_records(&self.applied);
-        let dir = self.snapshot_dir.clone();
-        let in_progress = self.snapshots.in_progress.clone();
-        let spawned = std::thread::Builder::new()
-            .name("zoo-snapshot".into())
-            .spawn(move || {
-                match snapshot::write_snapshot(&dir, &tree, &sessions) {
-                    Ok(path) => eprintln!("zoo: wrote snapshot {}", path.display()),
-                    Err(e) => eprintln!("zoo: snapshot failed: {e}"),
-                }
-                in_progress.store(false, Release);
-            });
-        if spawned.is_err() {
-            self.snapshots.in_progress.store(false, Release);
-        }
-    }
-
-    /// Builds the committed state as snapshot bytes for followers the log cannot reach; the
-    /// result is sent from the next tick.
-    fn prepare_catch_up(&mut self, peers: Vec<NodeId>) {
-        let tree = self.applied.tree().clone();
-        let zxid = tree.last_zxid();
-        let sessions = Self::session_records(&self.applied);
-        // A scratch directory: catch-up copies are not part of this server's own snapshots
-        // (and would otherwise pile up when a follower stays away).
-        let dir = self.snapshot_dir.join("catch-up");
-        let out = self.catch_up.clone();
-        let _ = std::thread::Builder::new()
-            .name("zoo-catch-up".into())
-            .spawn(move || {
-                let bytes = snapshot::write_snapshot(&dir, &tree, &sessions).and_then(|path| {
-                    let bytes = std::fs::read(&path);
-                    let _ = std::fs::remove_file(&path);
-                    bytes
-                });
-                match bytes {
-                    Ok(bytes) => {
-                        let data: Arc<[u8]> = bytes.into();
-                        let mut out = out.lock().expect("no panic");
-                        for p in peers {
-                            out.push((p, zxid, data.clone()));
-                        }
-                    }
-                    Err(e) => eprintln!("zoo: cannot build a catch-up snapshot: {e}"),
-                }
-            });
-    }
-
-    /// Replaces this server's state with the leader's snapshot at `zxid`: the snapshot is made
-    /// durable first, then the log (older than it, or divergent) is removed.
-    async fn install_snapshot(&mut self, zxid: i64, data: &[u8]) -> bool {
-        eprintln!(
-            "zoo: server {} installing the leader's snapshot at {zxid:#x} ({} bytes)",
-            self.me,
-            data.len()
-        );
-        let path = match write_durably(&self.snapshot_dir, zxid, data) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("zoo: FATAL: cannot store the leader's snapshot: {e}");
-                std::process::exit(1);
-            }
-        };
-        let loaded = match snapshot::load_snapshot(&path, |_, _| {}) {
-            Ok(l) => l,
-            Err(e) => {
-                // Checksummed end to end: a bad snapshot from the leader is not installed.
-                eprintln!("zoo: the leader's snapshot is unusable ({e}); waiting for another");
-                let _ = std::fs::remove_file(&path);
-                return false;
-            }
-        };
-        let sessions = loaded
-            .sessions
-            .into_iter()
-            .map(|s| (s.id, s.timeout_ms, s.password));
-        // As ZooKeeper does on a snapshot sync: this server's clients reconnect, since the
-        // watch events between the old state and the snapshot cannot be produced.
-        let owners: Vec<ConnectionRef> = self
-            .applied
-            .sessions()
-            .iter()
-            .filter_map(|s| s.owner)
-            .filter(|o| *o != NO_CONNECTION)
-            .collect();
-        for owner in owners {
-            self.close(owner);
-        }
-        let config = crate::server::commit_executor::core_config(&self.config);
-        self.applied = CommitCore::restore(config, loaded.tree, sessions, wall_clock_ms());
-        self.restart_log(zxid).await;
-        self.replica.snapshot_installed(zxid);
-        self.changed = true;
-        self.triggers.clear();
-        true
-    }
-
-    /// Entries after `after` were discarded (they conflicted with the leader's): they are cut
-    /// from the log in place, so that a restart cannot replay them, and appends continue in a
-    /// new segment. Entries at or below `after` stay where they are.
-    async fn discard_log_after(&mut self, after: i64) {
-        eprintln!(
-            "zoo: server {}: log diverged from the leader's after {after:#x}; cutting it there",
-            self.me
-        );
-        if let Err(e) = crate::storage::log::truncate_after(&self.log_dir, after) {
-            eprintln!("zoo: FATAL: cannot cut the log after {after:#x}: {e}");
-            std::process::exit(1);
-        }
-        match LogWriter::create(&self.log_dir, after + 1).await {
-            Ok(log) => {
-                let old = std::mem::replace(&mut self.log, log);
-                drop(old);
-            }
-            Err(e) => {
-                eprintln!("zoo: FATAL: cannot start a log segment: {e}");
-                std::process::exit(1);
-            }
-        }
-    }
-
-    /// Deletes every log segment and starts a new one after `zxid` (covered by a snapshot).
-    async fn restart_log(&mut self, zxid: i64) {
-        let segments = crate::storage::log::list_segments(&self.log_dir).unwrap_or_default();
-        for (_, path) in segments {
-            if let Err(e) = std::fs::remove_file(&path) {
-                eprintln!("zoo: FATAL: cannot remove {}: {e}", path.display());
-                std::process::exit(1);
-            }
-        }
-        match LogWriter::create(&self.log_dir, zxid + 1).await {
-            Ok(log) => {
-                let old = std::mem::replace(&mut self.log, log);
-                drop(old);
-            }
-            Err(e) => {
-                eprintln!("zoo: FATAL: cannot start a log segment: {e}");
-                std::process::exit(1);
-            }
-        }
-    }
 }
 
 fn not_leader_reply() -> WriteReply {
@@ -1683,20 +1162,4 @@ fn not_leader_reply() -> WriteReply {
         body: Vec::new(),
         close_connection: true,
     }
-}
-
-/// Stores snapshot bytes received from the leader: temp file, fsync, rename, directory fsync.
-fn write_durably(dir: &std::path::Path, zxid: i64, data: &[u8]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(snapshot::snapshot_name(zxid));
-    let temp = dir.join(format!("{}.tmp", snapshot::snapshot_name(zxid)));
-    {
-        let mut f = std::fs::File::create(&temp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&temp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(path)
 }
