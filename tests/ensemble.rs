@@ -178,7 +178,7 @@ fn a_follower_paused_past_the_session_timeout_catches_up_after_it_resumes() {
     });
     short.create("/held-by-paused", b"", EPHEMERAL).unwrap();
     wait_until_present(ensemble.servers[other].port(), "/held-by-paused");
-    ensemble.servers[paused].signal("STOP");
+    ensemble.servers[paused].signal(libc::SIGSTOP);
     let mut c = connect(ensemble.servers[other].port());
     for i in 0..50 {
         c.create(&format!("/while-paused-{i}"), b"", PERSISTENT)
@@ -189,7 +189,7 @@ fn a_follower_paused_past_the_session_timeout_catches_up_after_it_resumes() {
         (c.exists("/held-by-paused", false) == Err(-101)).then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
-    ensemble.servers[paused].signal("CONT");
+    ensemble.servers[paused].signal(libc::SIGCONT);
     ensemble.wait_until_serving();
     assert_eq!(
         ensemble.leader(),

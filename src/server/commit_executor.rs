@@ -61,16 +61,7 @@ pub async fn run(
         pumps,
         shards,
     } = link_shards(inboxes, outboxes).await;
-    let tick_ms = (config.tick_time_ms as u64 / 2).clamp(10, 500);
-    spawn_timer(merged_tx.clone(), tick_ms, || ToCommit::ExpiryTick);
-    spawn_timer(
-        merged_tx.clone(),
-        config.container_check_interval_ms,
-        || ToCommit::ReapTick,
-    );
-    let per_tick = (config.container_max_per_minute as u64 * config.container_check_interval_ms
-        / 60_000)
-        .max(1) as usize;
+    let per_tick = spawn_expiry_and_reap_timers(&config, &merged_tx);
     let log = match LogWriter::create(&log_dir, core.last_zxid() + 1).await {
         Ok(log) => log,
         Err(e) => {
@@ -156,6 +147,21 @@ pub(crate) async fn link_shards(
         pumps,
         shards,
     }
+}
+
+/// Starts the session-expiry and container/TTL-reaping timers; returns how many nodes one
+/// reap tick may delete (`znode.container.maxPerMinute` spread over the ticks).
+pub(crate) fn spawn_expiry_and_reap_timers(
+    config: &Config,
+    tx: &Rc<LocalSender<ToCommit>>,
+) -> usize {
+    let tick_ms = (config.tick_time_ms as u64 / 2).clamp(10, 500);
+    spawn_timer(tx.clone(), tick_ms, || ToCommit::ExpiryTick);
+    spawn_timer(tx.clone(), config.container_check_interval_ms, || {
+        ToCommit::ReapTick
+    });
+    (config.container_max_per_minute as u64 * config.container_check_interval_ms / 60_000).max(1)
+        as usize
 }
 
 pub(crate) fn spawn_timer(tx: Rc<LocalSender<ToCommit>>, period_ms: u64, make: fn() -> ToCommit) {
@@ -340,12 +346,7 @@ impl CommitExecutor {
         self.snapshots.txns_since = 0;
         self.snapshots.log_bytes_since = 0;
         let tree = self.core.tree().clone();
-        let sessions: Vec<SessionRecord> = self
-            .core
-            .session_records()
-            .into_iter()
-            .map(SessionRecord::from)
-            .collect();
+        let sessions = SessionRecord::all_of(&self.core);
         let dir = self.snapshots.dir.clone();
         let in_progress = self.snapshots.in_progress.clone();
         let spawned = std::thread::Builder::new()

@@ -242,7 +242,10 @@ impl PeerMessage {
                 let offset = number(&mut r)?;
                 let total = number(&mut r)?;
                 let data = r.read_buffer_vec()?;
-                if offset + data.len() as u64 > total {
+                if offset
+                    .checked_add(data.len() as u64)
+                    .is_none_or(|end| end > total)
+                {
                     return Err(DecodeError::InvalidValue("snapshot chunk past its total"));
                 }
                 PeerMessage::SnapshotChunk {

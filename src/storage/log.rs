@@ -95,6 +95,36 @@ pub fn encode_record(header: &TxnHeader, txn: &Txn, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Decodes a record's payload (header and txn) for `zxid`; trailing bytes are an error.
+pub fn decode_payload(zxid: i64, payload: &[u8]) -> Result<(TxnHeader, Txn), String> {
+    let mut reader = Reader::new(payload, RECORD_BYTES_MAX);
+    let decoded =
+        TxnHeader::decode(zxid, &mut reader).and_then(|h| Txn::decode(&mut reader).map(|t| (h, t)));
+    match decoded {
+        Ok(v) if reader.is_empty() => Ok(v),
+        Ok(_) => Err("trailing bytes in record".into()),
+        Err(e) => Err(format!("undecodable txn: {e}")),
+    }
+}
+
+/// Checks and decodes exactly one whole record as `encode_record` wrote it (length, CRC32C,
+/// zxid, payload): how a replicated server takes entries from another server.
+pub fn decode_record(record: &[u8]) -> Result<(TxnHeader, Txn), String> {
+    if record.len() < RECORD_HEADER_BYTES {
+        return Err("record shorter than its header".into());
+    }
+    let length = u32::from_be_bytes(record[0..4].try_into().expect("4 bytes")) as usize;
+    if length > RECORD_BYTES_MAX || RECORD_HEADER_BYTES + length != record.len() {
+        return Err("record length does not match".into());
+    }
+    let crc = u32::from_be_bytes(record[4..8].try_into().expect("4 bytes"));
+    if crc != crc32c::crc32c(&record[8..]) {
+        return Err("record checksum mismatch".into());
+    }
+    let zxid = i64::from_be_bytes(record[8..16].try_into().expect("8 bytes"));
+    decode_payload(zxid, &record[RECORD_HEADER_BYTES..])
+}
+
 /// Segment files in `dir`, ordered by first zxid.
 pub fn list_segments(dir: &Path) -> Result<Vec<(i64, PathBuf)>, RecoveryError> {
     let entries = match fs::read_dir(dir) {
@@ -264,14 +294,8 @@ pub fn scan(
             }
             let payload =
                 &bytes[offset + RECORD_HEADER_BYTES..offset + RECORD_HEADER_BYTES + length];
-            let mut reader = Reader::new(payload, RECORD_BYTES_MAX);
-            let decoded = TxnHeader::decode(zxid, &mut reader)
-                .and_then(|h| Txn::decode(&mut reader).map(|t| (h, t)));
-            let (header, txn) = match decoded {
-                Ok(v) if reader.is_empty() => v,
-                Ok(_) => return Err(corrupt(offset, "trailing bytes in record".into())),
-                Err(e) => return Err(corrupt(offset, format!("undecodable txn: {e}"))),
-            };
+            let (header, txn) =
+                decode_payload(zxid, payload).map_err(|reason| corrupt(offset, reason))?;
             if zxid > after_zxid {
                 // Dense within a term; a new term (leader) starts its counter at 1.
                 let continues = zxid == after_zxid + 1

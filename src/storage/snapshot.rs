@@ -40,6 +40,16 @@ impl From<(i64, i32, [u8; 16])> for SessionRecord {
     }
 }
 
+impl SessionRecord {
+    /// Every session of `core`, as a snapshot stores them.
+    pub fn all_of(core: &crate::core::commit::CommitCore) -> Vec<SessionRecord> {
+        core.session_records()
+            .into_iter()
+            .map(SessionRecord::from)
+            .collect()
+    }
+}
+
 /// What a snapshot's header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotHeader {

@@ -85,13 +85,6 @@ impl Ensemble {
         }
     }
 
-    pub(super) fn session_records(core: &CommitCore) -> Vec<SessionRecord> {
-        core.session_records()
-            .into_iter()
-            .map(SessionRecord::from)
-            .collect()
-    }
-
     /// Writes a snapshot of the applied (committed) state in the background.
     pub(super) fn start_snapshot(&mut self) {
         use std::sync::atomic::Ordering::{Acquire, Release};
@@ -100,7 +93,7 @@ impl Ensemble {
         }
         self.snapshots.txns_since = 0;
         let tree = self.applied.tree().clone();
-        let sessions = Self::session_records(&self.applied);
+        let sessions = SessionRecord::all_of(&self.applied);
         let dir = self.snapshot_dir.clone();
         let in_progress = self.snapshots.in_progress.clone();
         let spawned = std::thread::Builder::new()
@@ -122,7 +115,7 @@ impl Ensemble {
     pub(super) fn prepare_catch_up(&mut self, peers: Vec<NodeId>) {
         let tree = self.applied.tree().clone();
         let zxid = tree.last_zxid();
-        let sessions = Self::session_records(&self.applied);
+        let sessions = SessionRecord::all_of(&self.applied);
         // A scratch directory: catch-up copies are not part of this server's own snapshots
         // (and would otherwise pile up when a follower stays away).
         let dir = self.snapshot_dir.join("catch-up");
@@ -178,16 +171,7 @@ impl Ensemble {
             .map(|s| (s.id, s.timeout_ms, s.password));
         // As ZooKeeper does on a snapshot sync: this server's clients reconnect, since the
         // watch events between the old state and the snapshot cannot be produced.
-        let owners: Vec<ConnectionRef> = self
-            .applied
-            .sessions()
-            .iter()
-            .filter_map(|s| s.owner)
-            .filter(|o| *o != NO_CONNECTION)
-            .collect();
-        for owner in owners {
-            self.close(owner);
-        }
+        self.close_all_clients();
         let config = crate::server::commit_executor::core_config(&self.config);
         self.applied = CommitCore::restore(config, loaded.tree, sessions, wall_clock_ms());
         self.restart_log(zxid).await;
@@ -209,16 +193,7 @@ impl Ensemble {
             eprintln!("zoo: FATAL: cannot cut the log after {after:#x}: {e}");
             std::process::exit(1);
         }
-        match LogWriter::create(&self.log_dir, after + 1).await {
-            Ok(log) => {
-                let old = std::mem::replace(&mut self.log, log);
-                drop(old);
-            }
-            Err(e) => {
-                eprintln!("zoo: FATAL: cannot start a log segment: {e}");
-                std::process::exit(1);
-            }
-        }
+        self.start_segment(after + 1).await;
     }
 
     /// Deletes every log segment and starts a new one after `zxid` (covered by a snapshot).
@@ -230,11 +205,13 @@ impl Ensemble {
                 std::process::exit(1);
             }
         }
-        match LogWriter::create(&self.log_dir, zxid + 1).await {
-            Ok(log) => {
-                let old = std::mem::replace(&mut self.log, log);
-                drop(old);
-            }
+        self.start_segment(zxid + 1).await;
+    }
+
+    /// Appends continue in a new segment whose first record will be `first_zxid`.
+    async fn start_segment(&mut self, first_zxid: i64) {
+        match LogWriter::create(&self.log_dir, first_zxid).await {
+            Ok(log) => self.log = log,
             Err(e) => {
                 eprintln!("zoo: FATAL: cannot start a log segment: {e}");
                 std::process::exit(1);

@@ -38,30 +38,30 @@ impl Ensemble {
     /// the client's connection is closed so that it retries, instead of waiting forever.
     pub(super) fn expire_forwarded(&mut self, now: i64) {
         let limit = now - FORWARD_TIMEOUT_MS;
-        let mut stale = Vec::new();
-        let mut stale_writes = Vec::new();
-        self.forwarded_writes.retain(|_, (c, at)| {
-            let keep = *at > limit;
-            if !keep {
-                stale_writes.push(*c);
-            }
-            keep
-        });
-        for c in stale_writes {
+        for c in take_stale(&mut self.forwarded_writes, limit) {
             self.break_stream(c);
+        }
+        for c in take_stale(&mut self.forwarded_connects, limit) {
+            self.close(c);
         }
         // The leader forgets streams not heard from for a while (closed connections).
         self.forward_expected
             .retain(|_, (_, heard)| *heard > now - 10 * FORWARD_TIMEOUT_MS);
-        self.forwarded_connects.retain(|_, (c, at)| {
-            let keep = *at > limit;
-            if !keep {
-                stale.push(*c);
-            }
-            keep
-        });
-        for c in stale {
-            self.close(c);
-        }
     }
+}
+
+/// Removes the requests forwarded at or before `limit` and returns their connections.
+fn take_stale(
+    forwarded: &mut HashMap<u64, (ConnectionRef, i64)>,
+    limit: i64,
+) -> Vec<ConnectionRef> {
+    let mut stale = Vec::new();
+    forwarded.retain(|_, (c, at)| {
+        let keep = *at > limit;
+        if !keep {
+            stale.push(*c);
+        }
+        keep
+    });
+    stale
 }

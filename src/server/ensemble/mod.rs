@@ -34,7 +34,9 @@ use crate::core::tree::Trigger;
 use crate::core::txn::{Txn, TxnHeader};
 use crate::jute::Reader;
 use crate::jute::records::Request;
-use crate::server::commit_executor::{ShardLinks, link_shards, spawn_timer};
+use crate::server::commit_executor::{
+    ShardLinks, link_shards, spawn_expiry_and_reap_timers, spawn_timer,
+};
 use crate::server::limits::{
     COMMIT_BATCH_MAX, FORWARD_TIMEOUT_MS, PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX,
     RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
@@ -44,7 +46,7 @@ use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, To
 use crate::server::peer::{self, PeerMessage};
 use crate::server::stats::{ServerMode, ServerStats};
 use crate::server::wall_clock_ms;
-use crate::storage::log::{RECORD_BYTES_MAX, encode_record};
+use crate::storage::log::encode_record;
 use crate::storage::snapshot::{self, SessionRecord};
 use crate::storage::vote;
 use catch_up::CatchUp;
@@ -208,16 +210,7 @@ pub async fn run(
         }
     }
     spawn_timer(merged_tx.clone(), RAFT_TICK_MS, || ToCommit::RaftTick);
-    let tick_ms = (config.tick_time_ms as u64 / 2).clamp(10, 500);
-    spawn_timer(merged_tx.clone(), tick_ms, || ToCommit::ExpiryTick);
-    spawn_timer(
-        merged_tx.clone(),
-        config.container_check_interval_ms,
-        || ToCommit::ReapTick,
-    );
-    let per_tick = (config.container_max_per_minute as u64 * config.container_check_interval_ms
-        / 60_000)
-        .max(1) as usize;
+    let per_tick = spawn_expiry_and_reap_timers(&config, &merged_tx);
 
     let entries: Vec<Entry> = records
         .into_iter()
@@ -355,33 +348,16 @@ fn dial_member(me: NodeId, member: &Member) -> Option<LocalSender<Arc<Vec<u8>>>>
 }
 
 fn decode_record(payload: &[u8]) -> (TxnHeader, Txn) {
-    // Entries are checksummed records we or the leader encoded; a bad one is a broken
-    // invariant (the transport and the log both verify what they carry).
-    assert!(payload.len() >= 16, "a record holds a header");
-    let zxid = i64::from_be_bytes(payload[8..16].try_into().expect("8 bytes"));
-    let mut reader = Reader::new(&payload[16..], RECORD_BYTES_MAX);
-    let header = TxnHeader::decode(zxid, &mut reader).expect("replicated record decodes");
-    let txn = Txn::decode(&mut reader).expect("replicated txn decodes");
-    (header, txn)
+    // Entries are records we encoded or that `record_is_sound` accepted from the leader, and
+    // the log verifies what it reads back: a bad one here is a broken invariant.
+    crate::storage::log::decode_record(payload).expect("replicated record decodes")
 }
 
 /// Whether an entry from another server is a whole, checksummed, decodable log record for
 /// its zxid (what `decode_record` and the log then rely on).
 fn record_is_sound(entry: &Entry) -> bool {
-    let p = &entry.payload;
-    if p.len() < 16 {
-        return false;
-    }
-    let length = u32::from_be_bytes(p[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_be_bytes(p[4..8].try_into().expect("4 bytes"));
-    let zxid = i64::from_be_bytes(p[8..16].try_into().expect("8 bytes"));
-    if length + 16 != p.len() || zxid != entry.zxid || crc != crc32c::crc32c(&p[8..]) {
-        return false;
-    }
-    let mut reader = Reader::new(&p[16..], RECORD_BYTES_MAX);
-    TxnHeader::decode(zxid, &mut reader).is_ok()
-        && Txn::decode(&mut reader).is_ok()
-        && reader.is_empty()
+    crate::storage::log::decode_record(&entry.payload)
+        .is_ok_and(|(header, _)| header.zxid == entry.zxid)
 }
 
 fn encode(header: &TxnHeader, txn: &Txn) -> Arc<[u8]> {
@@ -414,6 +390,20 @@ impl Ensemble {
     fn reply(&mut self, connection: ConnectionRef, reply: ShardReply) {
         if let Some(r) = self.replies.get_mut(connection.shard) {
             r.push(reply);
+        }
+    }
+
+    /// Closes the connection of every session attached to this server.
+    fn close_all_clients(&mut self) {
+        let owners: Vec<ConnectionRef> = self
+            .applied
+            .sessions()
+            .iter()
+            .filter_map(|s| s.owner)
+            .filter(|o| *o != NO_CONNECTION)
+            .collect();
+        for owner in owners {
+            self.close(owner);
         }
     }
 
@@ -936,16 +926,7 @@ impl Ensemble {
         if self.was_serving && !serving {
             // Out of the quorum: as ZooKeeper does, drop every client so that each finds a
             // server that is in it (or comes back read-only, where allowed).
-            let owners: Vec<ConnectionRef> = self
-                .applied
-                .sessions()
-                .iter()
-                .filter_map(|s| s.owner)
-                .filter(|o| *o != NO_CONNECTION)
-                .collect();
-            for owner in owners {
-                self.close(owner);
-            }
+            self.close_all_clients();
         }
         self.was_serving = serving;
         self.publish().await;
