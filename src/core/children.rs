@@ -3,8 +3,15 @@
 //! ordering by name. Most znodes have no children and many have a few, so the set is
 //! empty (no allocation), a small sorted vector, or, past `FEW_CHILDREN_MAX`, a persistent
 //! ordered set whose clone is O(1) (a node is copied on every change under the persistent tree).
+//!
+//! A node decoded from a frozen snapshot keeps its children in the file
+//! ([`FrozenChildren`]); the first change turns the set into `Layered`: the frozen list plus
+//! the names added and removed since, so a parent with a million frozen children is never
+//! copied into memory to add one more.
 
 use std::sync::Arc;
+
+use crate::core::frozen::FrozenChildren;
 
 /// Above this many children the set switches to a persistent B-tree.
 pub const FEW_CHILDREN_MAX: usize = 32;
@@ -16,6 +23,18 @@ pub enum Children {
     /// Sorted, at most `FEW_CHILDREN_MAX` names.
     Few(Vec<Arc<str>>),
     Many(im::OrdSet<Arc<str>>),
+    /// Unchanged since the snapshot this node was decoded from.
+    Frozen(FrozenChildren),
+    Layered(Box<Layered>),
+}
+
+/// A frozen child list with changes on top. Invariants: every name in `added` is absent from
+/// `frozen`; every name in `removed` is present in `frozen`.
+#[derive(Debug, Clone)]
+pub struct Layered {
+    frozen: FrozenChildren,
+    added: im::OrdSet<Arc<str>>,
+    removed: im::OrdSet<Arc<str>>,
 }
 
 impl Children {
@@ -37,6 +56,8 @@ impl Children {
             Children::Empty => 0,
             Children::Few(v) => v.len(),
             Children::Many(s) => s.len(),
+            Children::Frozen(f) => f.len(),
+            Children::Layered(l) => l.frozen.len() + l.added.len() - l.removed.len(),
         }
     }
 
@@ -44,7 +65,9 @@ impl Children {
         self.len() == 0
     }
 
-    /// Adds `name`; false if it was already there.
+    /// Adds `name`; false if it was already there. A frozen list (in the snapshot file) is
+    /// not searched: the tree adds only names it has checked are new, and reading the file
+    /// to check again would cost page faults on every create under a large frozen parent.
     pub fn insert(&mut self, name: Arc<str>) -> bool {
         match self {
             Children::Empty => {
@@ -65,10 +88,30 @@ impl Children {
                 }
             },
             Children::Many(s) => s.insert(name).is_none(),
+            Children::Frozen(f) => {
+                debug_assert!(!f.contains(&name), "the tree adds only new names");
+                let mut layered = Layered {
+                    frozen: f.clone(),
+                    added: im::OrdSet::new(),
+                    removed: im::OrdSet::new(),
+                };
+                layered.added.insert(name);
+                *self = Children::Layered(Box::new(layered));
+                true
+            }
+            Children::Layered(l) => {
+                if l.removed.remove(&name).is_some() {
+                    true
+                } else {
+                    debug_assert!(!l.frozen.contains(&name), "the tree adds only new names");
+                    l.added.insert(name).is_none()
+                }
+            }
         }
     }
 
-    /// Removes `name`; false if it was not there.
+    /// Removes `name`; false if it was not there (for a frozen list the tree's word is taken,
+    /// as for `insert`).
     pub fn remove(&mut self, name: &str) -> bool {
         let removed = match self {
             Children::Empty => false,
@@ -80,6 +123,28 @@ impl Children {
                 Err(_) => false,
             },
             Children::Many(s) => s.remove(name).is_some(),
+            Children::Frozen(f) => {
+                debug_assert!(f.contains(name), "the tree removes only present names");
+                let mut layered = Layered {
+                    frozen: f.clone(),
+                    added: im::OrdSet::new(),
+                    removed: im::OrdSet::new(),
+                };
+                layered.removed.insert(Arc::from(name));
+                *self = Children::Layered(Box::new(layered));
+                true
+            }
+            Children::Layered(l) => {
+                if l.added.remove(name).is_some() {
+                    true
+                } else {
+                    debug_assert!(
+                        l.frozen.contains(name),
+                        "the tree removes only present names"
+                    );
+                    l.removed.insert(Arc::from(name)).is_none()
+                }
+            }
         };
         if removed && self.is_empty() {
             *self = Children::Empty;
@@ -87,11 +152,18 @@ impl Children {
         removed
     }
 
+    /// The children's full paths, in path order.
     pub fn iter(&self) -> ChildrenIter<'_> {
         match self {
             Children::Empty => ChildrenIter::Few([].iter()),
             Children::Few(v) => ChildrenIter::Few(v.iter()),
             Children::Many(s) => ChildrenIter::Many(s.iter()),
+            Children::Frozen(f) => ChildrenIter::Frozen(f, 0),
+            Children::Layered(l) => ChildrenIter::Layered {
+                layered: l,
+                frozen_next: 0,
+                added: l.added.iter().peekable(),
+            },
         }
     }
 }
@@ -99,15 +171,50 @@ impl Children {
 pub enum ChildrenIter<'a> {
     Few(std::slice::Iter<'a, Arc<str>>),
     Many(im::ordset::Iter<'a, Arc<str>>),
+    Frozen(&'a FrozenChildren, usize),
+    /// A merge of the frozen list (less the removed names) with the added names.
+    Layered {
+        layered: &'a Layered,
+        frozen_next: usize,
+        added: std::iter::Peekable<im::ordset::Iter<'a, Arc<str>>>,
+    },
 }
 
 impl<'a> Iterator for ChildrenIter<'a> {
-    type Item = &'a Arc<str>;
+    type Item = &'a str;
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            ChildrenIter::Few(i) => i.next(),
-            ChildrenIter::Many(i) => i.next(),
+            ChildrenIter::Few(i) => i.next().map(|s| &**s),
+            ChildrenIter::Many(i) => i.next().map(|s| &**s),
+            ChildrenIter::Frozen(f, next) => {
+                if *next == f.len() {
+                    return None;
+                }
+                *next += 1;
+                Some(f.path(*next - 1))
+            }
+            ChildrenIter::Layered {
+                layered,
+                frozen_next,
+                added,
+            } => {
+                let frozen = &layered.frozen;
+                while *frozen_next < frozen.len()
+                    && layered.removed.contains(frozen.path(*frozen_next))
+                {
+                    *frozen_next += 1;
+                }
+                let from_frozen = (*frozen_next < frozen.len()).then(|| frozen.path(*frozen_next));
+                match (from_frozen, added.peek()) {
+                    (Some(f), Some(a)) if &***a < f => added.next().map(|s| &**s),
+                    (Some(f), _) => {
+                        *frozen_next += 1;
+                        Some(f)
+                    }
+                    (None, _) => added.next().map(|s| &**s),
+                }
+            }
         }
     }
 }
@@ -142,7 +249,7 @@ mod tests {
         for name in ["b", "a", "c"] {
             c.insert(Arc::from(name));
         }
-        let names: Vec<&str> = c.iter().map(|s| &**s).collect();
+        let names: Vec<&str> = c.iter().collect();
         assert_eq!(names, vec!["a", "b", "c"]);
         assert!(matches!(c, Children::Few(_)));
     }

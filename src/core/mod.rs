@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod children;
 pub mod commit;
+pub mod frozen;
 pub mod membership;
 pub mod path;
 pub mod read;

@@ -18,17 +18,31 @@ pub fn validate(path: &str) -> ZkResult<()> {
             return Err(ZkError::BadArguments);
         }
     }
-    for c in path.chars() {
-        let forbidden = c == '\u{0}'
-            || ('\u{1}'..='\u{1f}').contains(&c)
-            || ('\u{7f}'..='\u{9f}').contains(&c)
-            || ('\u{e000}'..='\u{f8ff}').contains(&c)
-            || ('\u{fff0}'..='\u{ffff}').contains(&c);
-        if forbidden {
-            return Err(ZkError::BadArguments);
-        }
+    if path.chars().any(forbidden) {
+        return Err(ZkError::BadArguments);
     }
     Ok(())
+}
+
+/// Characters ZooKeeper refuses in a path.
+fn forbidden(c: char) -> bool {
+    c == '\u{0}'
+        || ('\u{1}'..='\u{1f}').contains(&c)
+        || ('\u{7f}'..='\u{9f}').contains(&c)
+        || ('\u{e000}'..='\u{f8ff}').contains(&c)
+        || ('\u{fff0}'..='\u{ffff}').contains(&c)
+}
+
+/// Whether `name` is a valid last segment: what `validate` requires of each segment, so a
+/// valid path joined with a valid segment is a valid path. Printable ASCII is the fast case.
+pub fn valid_segment(name: &[u8]) -> bool {
+    if name.is_empty() || name == b"." || name == b".." {
+        return false;
+    }
+    if name.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'/') {
+        return true;
+    }
+    std::str::from_utf8(name).is_ok_and(|s| !s.contains('/') && !s.chars().any(forbidden))
 }
 
 /// The parent of a valid, non-root path.

@@ -6,12 +6,18 @@
 //! serve reads from them without locks (ARCHITECTURE.md, rule R4). Memory is shared between the
 //! clones: only the nodes changed since the previous clone are copied.
 //!
+//! After a restart the tree is a [`FrozenTree`] (the snapshot file, served in place) under an
+//! overlay: the map holds only nodes created or changed since the snapshot, and tombstones
+//! (`None`) for frozen nodes deleted since. A frozen node is decoded when it is read, and
+//! copied into the overlay the first time it changes.
+//!
 //! Mutation happens only through [`DataTree::apply`], which applies a [`Txn`] already
 //! validated by `prep`. A Txn that does not fit the tree is a broken invariant and asserts.
 
 use std::sync::Arc;
 
 use crate::core::children::Children;
+use crate::core::frozen::FrozenTree;
 use crate::core::path;
 use crate::core::txn::{Txn, TxnHeader};
 use crate::jute::records::{Acl, EventType, Stat};
@@ -117,9 +123,39 @@ pub struct Trigger {
 /// hashes a whole path, so it must be fast (SipHash, the default, cost several times more).
 type PathHasher = ahash::RandomState;
 
+/// A node as a lookup returns it: shared from the overlay, or just decoded from the frozen
+/// tree.
+pub enum NodeRef<'a> {
+    Shared(&'a Arc<Node>),
+    Decoded(Arc<Node>),
+}
+
+impl std::ops::Deref for NodeRef<'_> {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        match self {
+            NodeRef::Shared(n) => n,
+            NodeRef::Decoded(n) => n,
+        }
+    }
+}
+
+impl NodeRef<'_> {
+    pub fn into_arc(self) -> Arc<Node> {
+        match self {
+            NodeRef::Shared(n) => n.clone(),
+            NodeRef::Decoded(n) => n,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DataTree {
-    nodes: im::HashMap<Path, Arc<Node>, PathHasher>,
+    /// The overlay: nodes changed since `frozen` was written; `None` marks a frozen node
+    /// deleted since. Without a frozen tree, simply every node.
+    nodes: im::HashMap<Path, Option<Arc<Node>>, PathHasher>,
+    frozen: Option<Arc<FrozenTree>>,
+    node_count: usize,
     /// Session id -> paths of its ephemeral nodes.
     ephemerals: im::HashMap<i64, im::OrdSet<Path>>,
     containers: im::OrdSet<Path>,
@@ -141,6 +177,8 @@ impl DataTree {
     pub fn new() -> DataTree {
         let mut tree = DataTree {
             nodes: im::HashMap::with_hasher(PathHasher::new()),
+            frozen: None,
+            node_count: 1,
             ephemerals: im::HashMap::new(),
             containers: im::OrdSet::new(),
             ttls: im::OrdSet::new(),
@@ -148,7 +186,7 @@ impl DataTree {
             data_bytes: 0,
         };
         let root = Self::fresh_node(None, &crate::core::acl::open_acl_unsafe(), 0, 0, 0);
-        tree.nodes.insert(Arc::from("/"), Arc::new(root));
+        tree.nodes.insert(Arc::from("/"), Some(Arc::new(root)));
         let open = crate::core::acl::open_acl_unsafe();
         tree.insert_system_node("/zookeeper", open.clone());
         tree.insert_system_node("/zookeeper/quota", open);
@@ -178,36 +216,101 @@ impl DataTree {
     fn insert_system_node(&mut self, p: &str, acl: Vec<Acl>) {
         let node = Self::fresh_node(None, &acl, 0, 0, 0);
         let key: Path = Arc::from(p);
-        let parent = self
-            .nodes
-            .get_mut(path::parent(p))
-            .expect("system node parent exists");
-        Arc::make_mut(parent).children.insert(key.clone());
+        self.node_mut(path::parent(p)).children.insert(key.clone());
         self.data_bytes += p.len() as u64;
-        self.nodes.insert(key, Arc::new(node));
+        self.node_count += 1;
+        self.nodes.insert(key, Some(Arc::new(node)));
     }
 
-    /// A tree with no nodes at all, to be filled by `restore_node` from a snapshot.
-    pub fn empty_for_restore() -> DataTree {
-        DataTree {
+    /// The tree a snapshot holds, served in place: only the ephemeral, container and TTL
+    /// indexes are built now (from the file's special list).
+    pub fn from_frozen(frozen: Arc<FrozenTree>, zxid: i64) -> DataTree {
+        let mut tree = DataTree {
             nodes: im::HashMap::with_hasher(PathHasher::new()),
+            frozen: None,
+            node_count: frozen.node_count() as usize,
             ephemerals: im::HashMap::new(),
             containers: im::OrdSet::new(),
             ttls: im::OrdSet::new(),
-            last_zxid: 0,
-            data_bytes: 0,
+            last_zxid: zxid,
+            data_bytes: frozen.data_bytes(),
+        };
+        for (p, owner) in frozen.special_nodes() {
+            tree.index_kind(&Arc::from(p), node_kind(owner));
+        }
+        tree.frozen = Some(frozen);
+        tree
+    }
+
+    pub fn get(&self, p: &str) -> Option<NodeRef<'_>> {
+        match self.nodes.get(p) {
+            Some(Some(node)) => Some(NodeRef::Shared(node)),
+            Some(None) => None,
+            None => self
+                .frozen
+                .as_ref()?
+                .get(p)
+                .map(|n| NodeRef::Decoded(Arc::new(n))),
         }
     }
 
-    pub fn get(&self, p: &str) -> Option<&Arc<Node>> {
-        self.nodes.get(p)
+    /// The node at `p` as a shared pointer (decoded if it is frozen).
+    pub fn get_shared(&self, p: &str) -> Option<Arc<Node>> {
+        self.get(p).map(NodeRef::into_arc)
     }
 
     pub fn contains(&self, p: &str) -> bool {
-        self.nodes.contains_key(p)
+        match self.nodes.get(p) {
+            Some(slot) => slot.is_some(),
+            None => self.frozen.as_ref().is_some_and(|f| f.contains(p)),
+        }
+    }
+
+    /// The node at `p` for a change: copied into the overlay first if it is frozen or shared
+    /// with a published clone. Asserts that it exists.
+    fn node_mut(&mut self, p: &str) -> &mut Node {
+        if !self.nodes.contains_key(p) {
+            let decoded = self
+                .frozen
+                .as_ref()
+                .and_then(|f| f.get(p))
+                .expect("changed node exists");
+            self.nodes.insert(Arc::from(p), Some(Arc::new(decoded)));
+        }
+        let slot = self.nodes.get_mut(p).expect("just ensured");
+        Arc::make_mut(slot.as_mut().expect("changed node exists (not deleted)"))
+    }
+
+    /// Removes the node at `p` and returns it; frozen paths leave a tombstone.
+    fn take(&mut self, p: &str) -> Arc<Node> {
+        let in_frozen = self.frozen.as_ref().is_some_and(|f| f.contains(p));
+        let taken = if in_frozen {
+            match self.nodes.insert(Arc::from(p), None) {
+                Some(previous) => previous,
+                None => self.frozen.as_ref().and_then(|f| f.get(p)).map(Arc::new),
+            }
+        } else {
+            self.nodes.remove(p).flatten()
+        };
+        self.node_count -= 1;
+        taken.expect("delete target exists")
     }
 
     pub fn node_count(&self) -> usize {
+        self.node_count
+    }
+
+    /// Drops the frozen snapshot's pages from the process (after a full walk, such as
+    /// writing the next snapshot, read them all); later reads fault them back in.
+    pub fn release_frozen_pages(&self) {
+        if let Some(frozen) = &self.frozen {
+            frozen.release_resident_pages();
+        }
+    }
+
+    /// Nodes held in memory (the overlay, tombstones included) rather than in a frozen
+    /// snapshot.
+    pub fn overlay_len(&self) -> usize {
         self.nodes.len()
     }
 
@@ -252,15 +355,15 @@ impl DataTree {
 
     /// Number of descendants of `p` (not counting `p`).
     pub fn descendant_count(&self, p: &str) -> usize {
-        let Some(node) = self.nodes.get(p) else {
+        let Some(node) = self.get(p) else {
             return 0;
         };
         let mut count = 0;
-        let mut stack: Vec<&Path> = node.children.iter().collect();
+        let mut stack: Vec<String> = node.children.iter().map(str::to_owned).collect();
         while let Some(child) = stack.pop() {
             count += 1;
-            if let Some(n) = self.nodes.get(&**child) {
-                stack.extend(n.children.iter());
+            if let Some(n) = self.get(&child) {
+                stack.extend(n.children.iter().map(str::to_owned));
             }
         }
         count
@@ -268,10 +371,10 @@ impl DataTree {
 
     /// Every path in the tree in pre-order from `p` (for `dump` and snapshots).
     pub fn walk(&self, p: &str, visit: &mut dyn FnMut(&str, &Node)) {
-        let Some(node) = self.nodes.get(p) else {
+        let Some(node) = self.get(p) else {
             return;
         };
-        visit(p, node);
+        visit(p, &node);
         for child in node.children.iter() {
             self.walk(child, visit);
         }
@@ -319,21 +422,20 @@ impl DataTree {
                 data,
                 version,
             } => {
-                let node = self
-                    .nodes
-                    .get_mut(p.as_str())
-                    .expect("setData target exists");
-                let node = Arc::make_mut(node);
                 let new_len = data.as_ref().map_or(0, Vec::len);
-                self.data_bytes = self.data_bytes - node.data_len() as u64 + new_len as u64;
+                let mut data_bytes = self.data_bytes;
+                let node = self.node_mut(p);
+                data_bytes = data_bytes - node.data_len() as u64 + new_len as u64;
                 node.data = data.as_deref().map(Arc::from);
                 node.version = *version;
                 node.mzxid = header.zxid;
                 node.mtime = header.time_ms;
+                let acl = node.acl.clone();
+                self.data_bytes = data_bytes;
                 triggers.push(Trigger {
                     path: Arc::from(p.as_str()),
                     event: EventType::NodeDataChanged,
-                    acl: node.acl.clone(),
+                    acl,
                 });
             }
             Txn::SetAcl {
@@ -341,11 +443,7 @@ impl DataTree {
                 acl,
                 version,
             } => {
-                let node = self
-                    .nodes
-                    .get_mut(p.as_str())
-                    .expect("setACL target exists");
-                let node = Arc::make_mut(node);
+                let node = self.node_mut(p);
                 node.acl = crate::core::acl::shared(acl);
                 node.aversion = *version;
             }
@@ -378,21 +476,18 @@ impl DataTree {
         parent_cversion: i32,
         triggers: &mut Vec<Trigger>,
     ) {
-        assert!(!self.nodes.contains_key(p), "create target is new");
+        assert!(!self.contains(p), "create target is new");
         let key: Path = Arc::from(p);
         let parent_path = path::parent(p);
-        let parent = self
-            .nodes
-            .get_mut(parent_path)
-            .expect("create parent exists");
-        let parent = Arc::make_mut(parent);
+        let parent = self.node_mut(parent_path);
         parent.children.insert(key.clone());
         parent.cversion = parent_cversion;
         parent.pzxid = header.zxid;
         let parent_acl = parent.acl.clone();
         let node = Self::fresh_node(data, acl, header.zxid, header.time_ms, owner);
         let node_acl = node.acl.clone();
-        self.nodes.insert(key.clone(), Arc::new(node));
+        self.nodes.insert(key.clone(), Some(Arc::new(node)));
+        self.node_count += 1;
         self.data_bytes += (p.len() + data.map_or(0, <[u8]>::len)) as u64;
         self.index_kind(&key, node_kind(owner));
         triggers.push(Trigger {
@@ -427,15 +522,11 @@ impl DataTree {
     }
 
     fn apply_delete(&mut self, zxid: i64, p: &str, triggers: &mut Vec<Trigger>) {
-        let node = self.nodes.remove(p).expect("delete target exists");
+        let node = self.take(p);
         assert!(node.children.is_empty(), "deleted node has no children");
         self.data_bytes -= (p.len() + node.data_len()) as u64;
         let parent_path = path::parent(p);
-        let parent = self
-            .nodes
-            .get_mut(parent_path)
-            .expect("deleted node's parent exists");
-        let parent = Arc::make_mut(parent);
+        let parent = self.node_mut(parent_path);
         parent.children.remove(p);
         if zxid > parent.pzxid {
             parent.pzxid = zxid;
@@ -468,94 +559,6 @@ impl DataTree {
             event: EventType::NodeChildrenChanged,
             acl: parent_acl,
         });
-    }
-}
-
-/// Builds a tree from nodes in pre-order (snapshot loading): the root first, every parent
-/// before its children. Ancestors wait on a stack until their subtree is complete, so each node
-/// is inserted once and no parent is looked up or copied. The input is untrusted: a node that
-/// does not fit is an error, not an assertion.
-pub struct TreeBuilder {
-    tree: DataTree,
-    /// The chain of ancestors of the next node: (path, node, its children so far).
-    stack: Vec<(Path, Node, Vec<Path>)>,
-}
-
-impl Default for TreeBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl TreeBuilder {
-    pub fn new() -> TreeBuilder {
-        TreeBuilder {
-            tree: DataTree::empty_for_restore(),
-            stack: Vec::new(),
-        }
-    }
-
-    fn is_ancestor(ancestor: &str, p: &str) -> bool {
-        ancestor == "/"
-            || (p.len() > ancestor.len()
-                && p.starts_with(ancestor)
-                && p.as_bytes()[ancestor.len()] == b'/')
-    }
-
-    pub fn push(&mut self, p: &str, node: Node) -> Result<(), &'static str> {
-        if p == "/" {
-            if !self.stack.is_empty() || self.tree.nodes.contains_key("/") {
-                return Err("a second root node");
-            }
-            self.stack.push((Arc::from("/"), node, Vec::new()));
-            return Ok(());
-        }
-        if path::validate(p).is_err() {
-            return Err("an invalid path");
-        }
-        while let Some((top, _, _)) = self.stack.last() {
-            if Self::is_ancestor(top, p) {
-                break;
-            }
-            self.finish_top()?;
-        }
-        let (top, top_node, children) = self.stack.last_mut().ok_or("a node before its parent")?;
-        if &**top != path::parent(p) {
-            return Err("a node before its parent");
-        }
-        if matches!(top_node.kind(), NodeKind::Ephemeral(_)) {
-            return Err("a child of an ephemeral node");
-        }
-        let key: Path = Arc::from(p);
-        children.push(key.clone());
-        self.stack.push((key, node, Vec::new()));
-        Ok(())
-    }
-
-    fn finish_top(&mut self) -> Result<(), &'static str> {
-        let (key, mut node, children) = self.stack.pop().expect("caller checked the stack");
-        node.children = Children::from_paths(children)?;
-        let tree = &mut self.tree;
-        if &*key != "/" {
-            tree.data_bytes += (key.len() + node.data_len()) as u64;
-        }
-        tree.index_kind(&key, node.kind());
-        if tree.nodes.insert(key, Arc::new(node)).is_some() {
-            return Err("a duplicate path");
-        }
-        Ok(())
-    }
-
-    /// The tree, as of `zxid`.
-    pub fn finish(mut self, zxid: i64) -> Result<DataTree, &'static str> {
-        while !self.stack.is_empty() {
-            self.finish_top()?;
-        }
-        if !self.tree.nodes.contains_key("/") {
-            return Err("no root node");
-        }
-        self.tree.last_zxid = zxid;
-        Ok(self.tree)
     }
 }
 

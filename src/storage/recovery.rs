@@ -149,6 +149,8 @@ fn recover_with<T: Default>(
                 report.torn_tail_truncated = stats.torn_tail_truncated;
                 report.log_replay_time = started.elapsed();
                 core.restart_session_clocks(now_ms);
+                // Replay read pages of the mapped snapshot; they stay in the page cache.
+                core.tree().release_frozen_pages();
                 return Ok((core, collected, report));
             }
             Err(e @ RecoveryError::Corrupt(_)) => {

@@ -1,21 +1,22 @@
 //! Snapshots: one consistent state (tree and sessions) in an immutable, checksummed file
-//! (layout and crash cases in docs/FORMAT.md). Written by a background thread from an O(1)
-//! clone of the persistent tree; loaded by mapping the file.
+//! (layout and crash cases in docs/FORMAT.md, format 2). Written by a background thread from
+//! an O(1) clone of the persistent tree; loaded by mapping the file and serving it in place
+//! (`core::frozen`): only the checks read every node, nothing is decoded up front.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::core::tree::{DataTree, Node, TreeBuilder};
-use crate::jute::records::{decode_acls, encode_acls};
-use crate::jute::{Reader, Writer};
+use crate::core::frozen::{self, BodyShape, FrozenTree, FrozenWriter, SESSION_RECORD_BYTES};
+use crate::core::tree::DataTree;
+use crate::jute::Writer;
 
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"ZOOSNAP1";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// Magic of every format; the version field says which.
+pub const SNAPSHOT_MAGIC_PREFIX: &[u8; 7] = b"ZOOSNAP";
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"ZOOSNAP2";
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 pub const SNAPSHOT_HEADER_BYTES: usize = 64;
-/// Largest string or buffer accepted inside a snapshot.
-const SNAPSHOT_FIELD_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Bytes between progress reports when loading.
 const PROGRESS_INTERVAL_BYTES: usize = 64 * 1024 * 1024;
 
@@ -144,24 +145,6 @@ impl<W: Write> Write for ChecksumWriter<W> {
     }
 }
 
-fn encode_node(p: &str, node: &Node, out: &mut Vec<u8>) {
-    out.put_ustring(p);
-    match &node.data {
-        Some(d) => out.put_buffer(d),
-        None => out.put_null_buffer(),
-    }
-    encode_acls(&node.acl, out);
-    out.put_i64(node.czxid);
-    out.put_i64(node.mzxid);
-    out.put_i64(node.ctime);
-    out.put_i64(node.mtime);
-    out.put_i32(node.version);
-    out.put_i32(node.cversion);
-    out.put_i32(node.aversion);
-    out.put_i64(node.ephemeral_owner);
-    out.put_i64(node.pzxid);
-}
-
 pub fn encode_header(h: &SnapshotHeader) -> [u8; SNAPSHOT_HEADER_BYTES] {
     let mut b = [0u8; SNAPSHOT_HEADER_BYTES];
     b[..8].copy_from_slice(SNAPSHOT_MAGIC);
@@ -207,18 +190,19 @@ pub fn write_snapshot(
         scratch.extend_from_slice(&s.password);
         body.write_all(&scratch)?;
     }
-    let mut node_count = 0u64;
-    let mut result = Ok(());
-    tree.walk("/", &mut |p, node| {
-        if result.is_err() {
-            return;
-        }
-        scratch.clear();
-        encode_node(p, node, &mut scratch);
-        node_count += 1;
-        result = body.write_all(&scratch);
-    });
-    result?;
+    let sessions_end = (SNAPSHOT_HEADER_BYTES + sessions.len() * SESSION_RECORD_BYTES) as u64;
+    let nodes_at = sessions_end.next_multiple_of(frozen::RECORD_ALIGN as u64);
+    body.write_all(&vec![0u8; (nodes_at - sessions_end) as usize])?;
+    let mut writer = FrozenWriter::new(random_keys()?, nodes_at);
+    let root_at =
+        frozen::write_post_order(tree, &mut writer, &mut |record| body.write_all(record))?;
+    tree.release_frozen_pages();
+    let node_count = writer.node_count();
+    scratch.clear();
+    writer
+        .finish(root_at, &mut scratch)
+        .map_err(io::Error::other)?;
+    body.write_all(&scratch)?;
     body.flush()?;
     let header = SnapshotHeader {
         zxid,
@@ -247,7 +231,7 @@ pub fn read_header(path: &Path, bytes: &[u8]) -> Result<SnapshotHeader, Snapshot
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
         return Err(corrupt(0, "shorter than its header"));
     }
-    if &bytes[..8] != SNAPSHOT_MAGIC {
+    if &bytes[..7] != SNAPSHOT_MAGIC_PREFIX {
         return Err(corrupt(0, "bad magic"));
     }
     let u32_at = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
@@ -259,7 +243,7 @@ pub fn read_header(path: &Path, bytes: &[u8]) -> Result<SnapshotHeader, Snapshot
         return Err(corrupt(12, "reserved header bytes are not zero"));
     }
     let version = u32_at(8);
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if version != SNAPSHOT_FORMAT_VERSION || bytes[7] != b'0' + SNAPSHOT_FORMAT_VERSION as u8 {
         return Err(corrupt(8, &format!("unknown format version {version}")));
     }
     let header = SnapshotHeader {
@@ -275,131 +259,91 @@ pub fn read_header(path: &Path, bytes: &[u8]) -> Result<SnapshotHeader, Snapshot
     Ok(header)
 }
 
-/// The decoded content of a snapshot.
+/// Fresh random keys for a file's path index.
+fn random_keys() -> io::Result<(u64, u64)> {
+    let mut key = [0u8; 16];
+    getrandom::getrandom(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok((
+        u64::from_le_bytes(key[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(key[8..].try_into().expect("8 bytes")),
+    ))
+}
+
+/// A checked snapshot: its sessions decoded, its tree served from the mapped file.
 pub struct LoadedSnapshot {
     pub header: SnapshotHeader,
     pub tree: DataTree,
     pub sessions: Vec<SessionRecord>,
 }
 
-/// Maps, verifies and decodes a snapshot. `progress(done_bytes, total_bytes)` is called now
-/// and then for large files.
+/// Maps and checks a snapshot (docs/FORMAT.md, "Loading"); the tree is served from the
+/// mapping. `progress(done_bytes, total_bytes)` is called now and then for large files.
 pub fn load_snapshot(
     path: &Path,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<LoadedSnapshot, SnapshotError> {
     let file = File::open(path).map_err(|e| SnapshotError::Io(path.to_owned(), e))?;
-    // SAFETY: snapshots are immutable once renamed into place; nothing writes to them.
-    let map =
-        unsafe { memmap2::Mmap::map(&file) }.map_err(|e| SnapshotError::Io(path.to_owned(), e))?;
+    // SAFETY: snapshots are immutable once renamed into place: nothing writes to or
+    // truncates them (purging unlinks, which leaves a mapping readable).
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(|e| SnapshotError::Io(path.to_owned(), e))?;
     let bytes: &[u8] = &map;
     let header = read_header(path, bytes)?;
     let body = &bytes[SNAPSHOT_HEADER_BYTES..];
-    if crc32c::crc32c(body) != header.body_crc {
-        return Err(SnapshotError::Corrupt {
-            file: path.to_owned(),
-            offset: SNAPSHOT_HEADER_BYTES as u64,
-            reason: "body checksum mismatch".into(),
-        });
+    let mut crc = 0;
+    for (i, chunk) in body.chunks(PROGRESS_INTERVAL_BYTES).enumerate() {
+        crc = crc32c::crc32c_append(crc, chunk);
+        if body.len() >= PROGRESS_INTERVAL_BYTES {
+            progress(
+                ((i + 1) * PROGRESS_INTERVAL_BYTES).min(body.len()) as u64,
+                body.len() as u64,
+            );
+        }
     }
-    let mut reader = Reader::new(body, SNAPSHOT_FIELD_BYTES_MAX);
-    let corrupt = |reader: &Reader<'_>, reason: String| SnapshotError::Corrupt {
+    let corrupt = |offset: u64, reason: String| SnapshotError::Corrupt {
         file: path.to_owned(),
-        offset: (SNAPSHOT_HEADER_BYTES + reader.position()) as u64,
+        offset,
         reason,
     };
-    let session_bytes = header.session_count.saturating_mul(28);
-    if session_bytes > body.len() as u64 {
+    if crc != header.body_crc {
         return Err(corrupt(
-            &reader,
-            "session count larger than the file".into(),
+            SNAPSHOT_HEADER_BYTES as u64,
+            "body checksum mismatch".into(),
         ));
     }
-    let mut sessions = Vec::with_capacity(header.session_count as usize);
-    for _ in 0..header.session_count {
-        let id = reader
-            .read_i64()
-            .map_err(|e| corrupt(&reader, e.to_string()))?;
-        let timeout_ms = reader
-            .read_i32()
-            .map_err(|e| corrupt(&reader, e.to_string()))?;
-        let mut password = [0u8; 16];
-        for b in password.iter_mut() {
-            *b = reader
-                .read_u8()
-                .map_err(|e| corrupt(&reader, e.to_string()))?;
-        }
-        sessions.push(SessionRecord {
-            id,
-            timeout_ms,
-            password,
-        });
+    let session_bytes = header
+        .session_count
+        .saturating_mul(SESSION_RECORD_BYTES as u64);
+    if session_bytes > body.len() as u64 {
+        return Err(corrupt(32, "session count larger than the file".into()));
     }
-    let mut builder = TreeBuilder::new();
-    let mut next_report = PROGRESS_INTERVAL_BYTES;
-    for index in 0..header.node_count {
-        let at = reader.position();
-        let (p, node) = decode_node(&mut reader).map_err(|e| corrupt(&reader, e.to_string()))?;
-        if index == 0 && p != "/" {
-            return Err(corrupt(&reader, "the first node is not the root".into()));
-        }
-        if let Err(reason) = builder.push(&p, node) {
-            return Err(SnapshotError::Corrupt {
-                file: path.to_owned(),
-                offset: (SNAPSHOT_HEADER_BYTES + at) as u64,
-                reason: reason.into(),
-            });
-        }
-        if reader.position() >= next_report {
-            progress(reader.position() as u64, body.len() as u64);
-            next_report += PROGRESS_INTERVAL_BYTES;
-        }
-    }
-    if !reader.is_empty() {
-        return Err(corrupt(&reader, "bytes after the last node".into()));
-    }
-    if body.len() >= PROGRESS_INTERVAL_BYTES {
-        progress(body.len() as u64, body.len() as u64);
-    }
-    let tree = builder
-        .finish(header.zxid)
-        .map_err(|reason| SnapshotError::Corrupt {
-            file: path.to_owned(),
-            offset: bytes.len() as u64,
-            reason: reason.into(),
-        })?;
+    let sessions = body[..session_bytes as usize]
+        .chunks_exact(SESSION_RECORD_BYTES)
+        .map(|r| SessionRecord {
+            id: i64::from_be_bytes(r[..8].try_into().expect("8 bytes")),
+            timeout_ms: i32::from_be_bytes(r[8..12].try_into().expect("4 bytes")),
+            password: r[12..28].try_into().expect("16 bytes"),
+        })
+        .collect();
+    let shape = BodyShape {
+        header_bytes: SNAPSHOT_HEADER_BYTES,
+        node_count: header.node_count,
+        session_count: header.session_count,
+    };
+    let frozen = FrozenTree::open(Box::new(map), shape).map_err(|c| corrupt(c.offset, c.reason))?;
+    frozen.release_resident_pages();
     Ok(LoadedSnapshot {
         header,
-        tree,
+        tree: DataTree::from_frozen(Arc::new(frozen), header.zxid),
         sessions,
     })
-}
-
-fn decode_node(r: &mut Reader<'_>) -> crate::jute::DecodeResult<(String, Node)> {
-    let p = r.read_ustring()?;
-    let data = r.read_buffer()?.map(Arc::from);
-    let acl = Arc::new(decode_acls(r)?);
-    let node = Node {
-        data,
-        acl,
-        czxid: r.read_i64()?,
-        mzxid: r.read_i64()?,
-        ctime: r.read_i64()?,
-        mtime: r.read_i64()?,
-        version: r.read_i32()?,
-        cversion: r.read_i32()?,
-        aversion: r.read_i32()?,
-        ephemeral_owner: r.read_i64()?,
-        pzxid: r.read_i64()?,
-        children: Default::default(),
-    };
-    Ok((p, node))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::acl::open_acl_unsafe;
+    use crate::core::tree::NodeKind;
     use crate::core::txn::{Txn, TxnHeader};
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -522,6 +466,155 @@ mod tests {
             fs::write(&path, &good[..cut]).unwrap();
             assert!(load_snapshot(&path, |_, _| {}).is_err(), "cut at {cut}");
         }
+    }
+
+    /// Applies `count` random txns (creates, deletes, setData, setACL, session closes) to
+    /// `tree`, valid for its current state.
+    fn random_txns(tree: &mut DataTree, seed: u64, count: usize) {
+        let mut state = seed;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 17
+        };
+        for _ in 0..count {
+            let mut paths = Vec::new();
+            tree.walk("/", &mut |p, _| paths.push(p.to_string()));
+            let target = paths[next() as usize % paths.len()].clone();
+            let node = tree.get(&target).unwrap().into_arc();
+            let txn = match next() % 6 {
+                0 | 1 if node.ephemeral_owner == 0 || node.kind() != NodeKind::Ephemeral(77) => {
+                    if matches!(node.kind(), NodeKind::Ephemeral(_)) {
+                        continue;
+                    }
+                    let p = crate::core::path::join(&target, &format!("x{}", next() % 50));
+                    if tree.contains(&p) {
+                        continue;
+                    }
+                    Txn::Create {
+                        path: p,
+                        data: Some(vec![next() as u8; (next() % 30) as usize]),
+                        acl: open_acl_unsafe(),
+                        ephemeral_owner: if next() % 4 == 0 { 77 } else { 0 },
+                        parent_cversion: node.cversion + 1,
+                    }
+                }
+                2 if target.starts_with("/zookeeper") || target == "/" => continue,
+                2 if node.children.is_empty() => Txn::Delete { path: target },
+                3 => Txn::SetData {
+                    path: target,
+                    data: (next() % 3 != 0).then(|| vec![7u8; (next() % 20) as usize]),
+                    version: node.version + 1,
+                },
+                4 => Txn::SetAcl {
+                    path: target,
+                    acl: crate::core::acl::read_acl_unsafe(),
+                    version: node.aversion + 1,
+                },
+                5 if next() % 8 == 0 => Txn::CloseSession { session_id: 77 },
+                _ => continue,
+            };
+            let zxid = tree.last_zxid() + 1;
+            tree.apply(
+                &TxnHeader {
+                    session_id: 1,
+                    xid: 1,
+                    zxid,
+                    time_ms: zxid * 10,
+                },
+                &txn,
+                &mut Vec::new(),
+            );
+        }
+    }
+
+    /// A frozen tree with changes on top behaves exactly like the same tree built in memory:
+    /// the same txns applied to both give the same nodes, children, counts and indexes.
+    #[test]
+    fn changes_over_a_frozen_tree_equal_changes_in_memory() {
+        let dir = temp_dir("overlay");
+        for seed in 0..12 {
+            let mut live = sample_tree(seed, 200);
+            let path = write_snapshot(&dir, &live, &[]).unwrap();
+            let mut restored = load_snapshot(&path, |_, _| {}).unwrap().tree;
+            assert_eq!(restored.overlay_len(), 0, "nothing decoded at load");
+            for step in 0..400 {
+                random_txns(&mut live, seed + step * 1000, 1);
+                random_txns(&mut restored, seed + step * 1000, 1);
+                assert_eq!(
+                    live.data_bytes(),
+                    restored.data_bytes(),
+                    "seed {seed} step {step} zxid {}",
+                    live.last_zxid()
+                );
+            }
+            assert_same_tree(&live, &restored);
+            assert_eq!(live.ephemerals_of(77), restored.ephemerals_of(77));
+            // A second generation: a snapshot of the layered tree round-trips too.
+            let path2 = write_snapshot(&dir, &restored, &[]).unwrap();
+            let again = load_snapshot(&path2, |_, _| {}).unwrap().tree;
+            assert_same_tree(&live, &again);
+            fs::remove_file(path).unwrap();
+            fs::remove_file(path2).unwrap();
+        }
+    }
+
+    /// Rewrites the body checksum (and so the header's) after a change, so the structural
+    /// checks, not the checksum, must catch it.
+    fn reseal(bytes: &mut [u8]) {
+        let crc = crc32c::crc32c(&bytes[SNAPSHOT_HEADER_BYTES..]);
+        bytes[48..52].copy_from_slice(&crc.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[..52]);
+        bytes[52..56].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// Every byte of the body changed with the checksums made to match: the load either
+    /// reports corruption, or it gives a tree that every lookup and walk can read without a
+    /// panic (the checks make lazy decoding infallible).
+    #[test]
+    fn a_resealed_change_anywhere_is_rejected_or_harmless() {
+        let dir = temp_dir("reseal");
+        let tree = sample_tree(5, 60);
+        let sessions = [SessionRecord {
+            id: 77,
+            timeout_ms: 4000,
+            password: [1; 16],
+        }];
+        let path = write_snapshot(&dir, &tree, &sessions).unwrap();
+        let good = fs::read(&path).unwrap();
+        let mut paths = Vec::new();
+        tree.walk("/", &mut |p, _| paths.push(p.to_string()));
+        let (mut rejected, mut accepted) = (0, 0);
+        for at in SNAPSHOT_HEADER_BYTES..good.len() {
+            for flip in [0x01u8, 0x80] {
+                let mut bad = good.clone();
+                bad[at] ^= flip;
+                reseal(&mut bad);
+                fs::write(&path, &bad).unwrap();
+                match load_snapshot(&path, |_, _| {}) {
+                    Err(SnapshotError::Corrupt { .. }) => rejected += 1,
+                    Err(e) => panic!("unexpected error {e}"),
+                    Ok(loaded) => {
+                        accepted += 1;
+                        let t = &loaded.tree;
+                        let mut seen = 0;
+                        t.walk("/", &mut |_, n| {
+                            seen += 1;
+                            let _ = n.stat();
+                        });
+                        assert_eq!(seen, t.node_count(), "flip at {at}");
+                        for p in &paths {
+                            let _ = t.get(p).map(|n| n.children.iter().count());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            rejected > 0 && accepted > 0,
+            "{rejected} rejected, {accepted} accepted"
+        );
     }
 
     #[test]

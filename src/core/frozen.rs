@@ -1,0 +1,766 @@
+//! A tree frozen in a snapshot's bytes (docs/FORMAT.md, "Snapshots", format 2): nodes are
+//! found through the file's path index and decoded only when they are read or changed, so a
+//! restart does not rebuild the tree node by node.
+//!
+//! [`FrozenTree::open`] checks the whole structure once (no allocation per node); after that a
+//! lookup or decode cannot fail on any input that passed, so it asserts instead of returning
+//! errors. The bytes are any immutable buffer: a read-only file mapping in the server, a
+//! `Vec<u8>` in tests and the simulation. This module does no I/O.
+
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use siphasher::sip::SipHasher13;
+
+use crate::core::children::Children;
+use crate::core::path;
+use crate::core::tree::{Node, NodeKind, node_kind};
+use crate::jute::Writer;
+use crate::jute::records::Acl;
+
+/// Bytes of the trailer that ends the body.
+pub const TRAILER_BYTES: usize = 64;
+/// Bytes of one stored session.
+pub const SESSION_RECORD_BYTES: usize = 28;
+/// Records start at multiples of this.
+pub const RECORD_ALIGN: usize = 8;
+/// Fixed-size fields of a record between the ACL and the child count.
+const STAT_BYTES: usize = 8 * 4 + 4 * 3 + 8 * 2;
+/// Records whose index entries are looked up together when a file is checked.
+const INDEX_CHECK_BATCH: usize = 64;
+/// Largest path, data or ACL string accepted inside a snapshot.
+pub const FIELD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// An immutable byte buffer the frozen tree reads from.
+pub trait FrozenBytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+    /// Lets the memory behind the bytes go until they are read again (a file mapping drops
+    /// its pages from the process; they stay in the page cache).
+    fn release(&self) {}
+}
+
+impl FrozenBytes for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl FrozenBytes for memmap2::Mmap {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn release(&self) {
+        // SAFETY: a read-only mapping of an immutable file: dropped pages are read back from
+        // the file, unchanged, on the next access. Failure only means the pages stay.
+        let _ = unsafe { self.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    }
+}
+
+/// Where a check failed: byte offset in the file and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    pub offset: u64,
+    pub reason: String,
+}
+
+fn corrupt<T>(offset: usize, reason: impl Into<String>) -> Result<T, Corrupt> {
+    Err(Corrupt {
+        offset: offset as u64,
+        reason: reason.into(),
+    })
+}
+
+/// The index hash of a path under a file's keys.
+pub fn path_hash(keys: (u64, u64), p: &[u8]) -> u64 {
+    let mut h = SipHasher13::new_with_keys(keys.0, keys.1);
+    h.write(p);
+    h.finish()
+}
+
+/// Low bits of an index entry: the record offset (so a snapshot is below 1 TiB).
+pub const OFFSET_BITS: u32 = 40;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+
+/// An index entry: the top 24 bits of the path's hash over the record offset, so a probe
+/// reads a record (another page) only when the tags match.
+fn index_entry(hash: u64, at: u64) -> u64 {
+    debug_assert!(at <= OFFSET_MASK);
+    (hash & !OFFSET_MASK) | at
+}
+
+/// Index slots for `nodes` records: the smallest power of two above 1.5 × nodes.
+pub fn index_slots(nodes: u64) -> u64 {
+    (nodes + nodes / 2 + 1).next_power_of_two()
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+/// The fields of a record, as offsets into the file (bounds already checked).
+#[derive(Debug, Clone, Copy)]
+struct RecordLayout {
+    path: (usize, usize),
+    /// None: null data.
+    data: Option<(usize, usize)>,
+    acl_at: usize,
+    stat_at: usize,
+    child_count: usize,
+    children_at: usize,
+    /// Where the next record may start.
+    end: usize,
+}
+
+/// Bounds-checked parse of the record at `at` within `limit`; checks the ACL strings are UTF-8.
+fn parse_record(b: &[u8], at: usize, limit: usize) -> Result<RecordLayout, Corrupt> {
+    let Some(len) = u32_at(b, at) else {
+        return corrupt(at, "record header past the end");
+    };
+    let start = at + 4;
+    let stop = start
+        .checked_add(len as usize)
+        .filter(|&s| s <= limit)
+        .map_or_else(|| corrupt(at, "record longer than the node section"), Ok)?;
+    let mut pos = start;
+    let take = |pos: &mut usize, n: usize, what: &str| -> Result<(usize, usize), Corrupt> {
+        if stop - *pos < n {
+            return corrupt(*pos, format!("{what} past the end of its record"));
+        }
+        let span = (*pos, *pos + n);
+        *pos += n;
+        Ok(span)
+    };
+    let len_field = |pos: &mut usize, what: &str| -> Result<i32, Corrupt> {
+        let (s, _) = take(pos, 4, what)?;
+        Ok(i32::from_be_bytes(b[s..s + 4].try_into().expect("4 bytes")))
+    };
+    let path_len = len_field(&mut pos, "path length")?;
+    if path_len < 0 {
+        return corrupt(pos - 4, "negative path length");
+    }
+    if path_len as usize > FIELD_BYTES_MAX {
+        return corrupt(pos - 4, "path longer than the field limit");
+    }
+    let path = take(&mut pos, path_len as usize, "path")?;
+    let data_len = len_field(&mut pos, "data length")?;
+    let data = match data_len {
+        -1 => None,
+        n if n < 0 || n as usize > FIELD_BYTES_MAX => {
+            return corrupt(pos - 4, "data length out of range");
+        }
+        n => Some(take(&mut pos, n as usize, "data")?),
+    };
+    let acl_at = pos;
+    let acl_count = len_field(&mut pos, "ACL count")?;
+    if acl_count < 0 {
+        return corrupt(pos - 4, "negative ACL count");
+    }
+    for _ in 0..acl_count {
+        take(&mut pos, 4, "ACL perms")?;
+        for what in ["ACL scheme", "ACL id"] {
+            let n = len_field(&mut pos, what)?;
+            if n < 0 {
+                return corrupt(pos - 4, format!("negative {what} length"));
+            }
+            let (s, e) = take(&mut pos, n as usize, what)?;
+            if std::str::from_utf8(&b[s..e]).is_err() {
+                return corrupt(s, format!("{what} is not UTF-8"));
+            }
+        }
+    }
+    let (stat_at, _) = take(&mut pos, STAT_BYTES, "stat")?;
+    let child_count = len_field(&mut pos, "child count")? as u32 as usize;
+    let Some(list_bytes) = child_count.checked_mul(8) else {
+        return corrupt(pos, "child count overflows");
+    };
+    let (children_at, _) = take(&mut pos, list_bytes, "child offsets")?;
+    if pos != stop {
+        return corrupt(pos, "bytes after the last field of a record");
+    }
+    Ok(RecordLayout {
+        path,
+        data,
+        acl_at,
+        stat_at,
+        child_count,
+        children_at,
+        end: stop,
+    })
+}
+
+fn align_up(at: usize) -> usize {
+    at.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+/// A checked snapshot body, served in place.
+pub struct FrozenTree {
+    source: Box<dyn FrozenBytes>,
+    keys: (u64, u64),
+    nodes_at: usize,
+    root_at: usize,
+    index_at: usize,
+    slot_mask: usize,
+    node_count: u64,
+    /// Data bytes of every node plus path bytes of every node but the root
+    /// (`approximateDataSize`, as the live tree counts it).
+    data_bytes: u64,
+    specials: Vec<usize>,
+}
+
+impl std::fmt::Debug for FrozenTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrozenTree")
+            .field("node_count", &self.node_count)
+            .field("bytes", &self.source.bytes().len())
+            .finish()
+    }
+}
+
+/// What the file header says that the body checks need.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyShape {
+    pub header_bytes: usize,
+    pub node_count: u64,
+    pub session_count: u64,
+}
+
+impl FrozenTree {
+    /// Checks the body of a snapshot whose header and checksums already passed
+    /// (docs/FORMAT.md, "Loading", steps 2 to 4).
+    pub fn open(source: Box<dyn FrozenBytes>, shape: BodyShape) -> Result<FrozenTree, Corrupt> {
+        let b = source.bytes();
+        let file_len = b.len();
+        let trailer_at = match file_len.checked_sub(TRAILER_BYTES) {
+            Some(t) if t >= shape.header_bytes => t,
+            _ => return corrupt(file_len, "shorter than a header and trailer"),
+        };
+        let field = |i: usize| u64_at(b, trailer_at + 8 * i).expect("trailer in bounds");
+        let [
+            nodes_end,
+            root_at,
+            specials_at,
+            index_at,
+            slots,
+            k0,
+            k1,
+            zero,
+        ] = std::array::from_fn(field);
+        if zero != 0 {
+            return corrupt(trailer_at + 56, "reserved trailer bytes are not zero");
+        }
+        let nodes_at = shape
+            .session_count
+            .checked_mul(SESSION_RECORD_BYTES as u64)
+            .and_then(|s| s.checked_add(shape.header_bytes as u64))
+            .filter(|&n| n <= trailer_at as u64)
+            .map_or_else(|| corrupt(32, "session count larger than the file"), Ok)?
+            as usize;
+        let sessions_end = nodes_at;
+        let nodes_at = align_up(nodes_at);
+        if nodes_at > trailer_at || b[sessions_end..nodes_at].iter().any(|&x| x != 0) {
+            return corrupt(sessions_end, "bad padding after the sessions");
+        }
+        let tiles = nodes_end >= nodes_at as u64
+            && specials_at == nodes_end
+            && specials_at.checked_add(8).is_some_and(|s| index_at >= s)
+            && slots.is_power_of_two()
+            && slots > shape.node_count
+            && slots
+                .checked_mul(8)
+                .and_then(|s| s.checked_add(index_at))
+                .is_some_and(|end| end == trailer_at as u64);
+        if !tiles {
+            return corrupt(trailer_at, "sections do not tile the body");
+        }
+        let (nodes_end, specials_at, index_at) =
+            (nodes_end as usize, specials_at as usize, index_at as usize);
+        let special_count = u64_at(b, specials_at).expect("inside the body") as usize;
+        if special_count.checked_mul(8) != Some(index_at - specials_at - 8) {
+            return corrupt(specials_at, "special node count does not fit its section");
+        }
+        let mut tree = FrozenTree {
+            keys: (k0, k1),
+            nodes_at,
+            root_at: root_at as usize,
+            index_at,
+            slot_mask: slots as usize - 1,
+            node_count: shape.node_count,
+            data_bytes: 0,
+            specials: Vec::with_capacity(special_count),
+            source: Box::new(Vec::new()),
+        };
+        let (data_bytes, non_persistent, is_start) = tree.check_nodes(b, nodes_end)?;
+        tree.data_bytes = data_bytes;
+        for i in 0..special_count {
+            let entry_at = specials_at + 8 + 8 * i;
+            let at = u64_at(b, entry_at).expect("inside the body") as usize;
+            let increasing = tree.specials.last().is_none_or(|&last| at > last);
+            let is_special =
+                is_start(at) && node_kind(tree.owner_at(b, at)) != NodeKind::Persistent;
+            if !increasing || !is_special {
+                return corrupt(entry_at, "special list entry is not a non-persistent node");
+            }
+            tree.specials.push(at);
+        }
+        if special_count != non_persistent {
+            return corrupt(specials_at, "special list does not name every special node");
+        }
+        let used = (0..slots as usize)
+            .filter(|i| u64_at(b, index_at + 8 * i).expect("index in bounds") != 0)
+            .count();
+        if used as u64 != shape.node_count {
+            return corrupt(index_at, "index holds other entries than the nodes");
+        }
+        tree.source = source;
+        Ok(tree)
+    }
+
+    /// Step 3 and the index half of step 4: returns the data bytes, the number of
+    /// non-persistent nodes and a test for "a record starts at this offset".
+    #[allow(clippy::type_complexity)]
+    fn check_nodes(
+        &self,
+        b: &[u8],
+        nodes_end: usize,
+    ) -> Result<(u64, usize, impl Fn(usize) -> bool + use<>), Corrupt> {
+        let words = (nodes_end - self.nodes_at) / RECORD_ALIGN + 1;
+        let mut starts = vec![0u64; words.div_ceil(64)];
+        let mut parented = vec![0u64; words.div_ceil(64)];
+        let bit = |at: usize| {
+            let i = (at - self.nodes_at) / RECORD_ALIGN;
+            (i / 64, i % 64)
+        };
+        let (mut at, mut count, mut data_bytes, mut special) = (self.nodes_at, 0u64, 0u64, 0);
+        let mut pending = Vec::with_capacity(INDEX_CHECK_BATCH);
+        let mut last = None;
+        while at < nodes_end {
+            let r = parse_record(b, at, nodes_end)?;
+            // A path is checked as its parent's child (one more valid segment under a valid
+            // path), and the root must be "/": so every path is valid once all are parented.
+            let p = &b[r.path.0..r.path.1];
+            let prefix = if p == b"/" { &b""[..] } else { p };
+            let owner = u64_at(b, r.stat_at + 44).expect("stat checked") as i64;
+            let kind = node_kind(owner);
+            if kind != NodeKind::Persistent {
+                special += 1;
+            }
+            if matches!(kind, NodeKind::Ephemeral(_)) && r.child_count > 0 {
+                return corrupt(at, "an ephemeral node with children");
+            }
+            let mut previous: Option<&[u8]> = None;
+            for i in 0..r.child_count {
+                let entry = r.children_at + 8 * i;
+                let child = u64_at(b, entry).expect("child offsets in bounds") as usize;
+                let valid =
+                    child >= self.nodes_at && child < at && child.is_multiple_of(RECORD_ALIGN);
+                if !valid || starts[bit(child).0] & (1 << bit(child).1) == 0 {
+                    return corrupt(entry, "child offset is not an earlier record");
+                }
+                if parented[bit(child).0] & (1 << bit(child).1) != 0 {
+                    return corrupt(entry, "a node with two parents");
+                }
+                parented[bit(child).0] |= 1 << bit(child).1;
+                let child_path = self.path_bytes_at(b, child);
+                let under = child_path.len() > prefix.len() + 1
+                    && child_path.starts_with(prefix)
+                    && child_path[prefix.len()] == b'/'
+                    && path::valid_segment(&child_path[prefix.len() + 1..]);
+                if !under {
+                    return corrupt(entry, "child path is not a valid name under its parent");
+                }
+                if previous.is_some_and(|prev| prev >= child_path) {
+                    return corrupt(entry, "children out of order");
+                }
+                previous = Some(child_path);
+            }
+            // As the live tree counts: every node's data, every path but the root's.
+            if p != b"/" {
+                data_bytes += (r.path.1 - r.path.0) as u64;
+            }
+            data_bytes += r.data.map_or(0, |(s, e)| (e - s) as u64);
+            pending.push((at, path_hash(self.keys, p)));
+            if pending.len() == INDEX_CHECK_BATCH {
+                self.check_indexed(b, &mut pending)?;
+            }
+            starts[bit(at).0] |= 1 << bit(at).1;
+            count += 1;
+            last = Some((at, p == b"/"));
+            let next = align_up(r.end);
+            if next > nodes_end || b[r.end..next].iter().any(|&x| x != 0) {
+                return corrupt(r.end, "bad padding after a record");
+            }
+            at = next;
+        }
+        self.check_indexed(b, &mut pending)?;
+        if count != self.node_count {
+            return corrupt(at, "node count does not match the header");
+        }
+        match last {
+            Some((root, true)) if root == self.root_at => {}
+            _ => return corrupt(at, "the last record is not the root"),
+        }
+        let orphans = starts
+            .iter()
+            .zip(&parented)
+            .map(|(s, p)| (s & !p).count_ones())
+            .sum::<u32>();
+        if orphans != 1 {
+            return corrupt(self.root_at, "a node other than the root has no parent");
+        }
+        let nodes_at = self.nodes_at;
+        let is_start = move |at: usize| {
+            (nodes_at..nodes_end).contains(&at) && at.is_multiple_of(RECORD_ALIGN) && {
+                let i = (at - nodes_at) / RECORD_ALIGN;
+                starts[i / 64] & (1 << (i % 64)) != 0
+            }
+        };
+        Ok((data_bytes, special, is_start))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.source.bytes()
+    }
+
+    fn path_bytes_at<'b>(&self, b: &'b [u8], at: usize) -> &'b [u8] {
+        let len = u32_at(b, at + 4).expect("record checked") as usize;
+        &b[at + 8..at + 8 + len]
+    }
+
+    fn owner_at(&self, b: &[u8], at: usize) -> i64 {
+        let r = parse_record(b, at, b.len()).expect("record checked");
+        i64::from_be_bytes(
+            b[r.stat_at + 44..r.stat_at + 52]
+                .try_into()
+                .expect("8 bytes"),
+        )
+    }
+
+    /// Checks that each (record, path hash) in `pending` is found in the index, and empties
+    /// it. Done in batches because each probe starts with a cache miss in a large table: the
+    /// probes of one batch are independent, so the CPU overlaps their misses.
+    fn check_indexed(&self, b: &[u8], pending: &mut Vec<(usize, u64)>) -> Result<(), Corrupt> {
+        for &(at, hash) in pending.iter() {
+            if self.probe_for(b, at, hash).is_none() {
+                return corrupt(at, "node missing from the path index");
+            }
+        }
+        pending.clear();
+        Ok(())
+    }
+
+    /// The slot holding `at` (whose path hashes to `hash`); None if an empty slot comes
+    /// first.
+    fn probe_for(&self, b: &[u8], at: usize, hash: u64) -> Option<usize> {
+        let expected = index_entry(hash, at as u64);
+        let mut slot = hash as usize & self.slot_mask;
+        for _ in 0..=self.slot_mask {
+            match u64_at(b, self.index_at + 8 * slot).expect("index in bounds") {
+                0 => return None,
+                v if v == expected => return Some(slot),
+                _ => slot = (slot + 1) & self.slot_mask,
+            }
+        }
+        None
+    }
+
+    /// The record offset of `p`, if the frozen tree holds it.
+    fn find(&self, p: &str) -> Option<usize> {
+        let b = self.bytes();
+        let hash = path_hash(self.keys, p.as_bytes());
+        let tag = hash & !OFFSET_MASK;
+        let mut slot = hash as usize & self.slot_mask;
+        loop {
+            match u64_at(b, self.index_at + 8 * slot).expect("index in bounds") {
+                0 => return None,
+                v if v & !OFFSET_MASK == tag
+                    && self.path_bytes_at(b, (v & OFFSET_MASK) as usize) == p.as_bytes() =>
+                {
+                    return Some((v & OFFSET_MASK) as usize);
+                }
+                _ => slot = (slot + 1) & self.slot_mask,
+            }
+        }
+    }
+
+    pub fn contains(&self, p: &str) -> bool {
+        self.find(p).is_some()
+    }
+
+    pub fn node_count(&self) -> u64 {
+        self.node_count
+    }
+
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Decodes the node at `p`.
+    pub fn get(self: &Arc<Self>, p: &str) -> Option<Node> {
+        self.find(p).map(|at| self.decode(at))
+    }
+
+    fn decode(self: &Arc<Self>, at: usize) -> Node {
+        let b = self.bytes();
+        let r = parse_record(b, at, b.len()).expect("record checked");
+        let mut acl_reader = crate::jute::Reader::new(&b[r.acl_at..r.stat_at], FIELD_BYTES_MAX);
+        let acl = crate::jute::records::decode_acls(&mut acl_reader).expect("ACL checked");
+        let s = r.stat_at;
+        let i64_at = |o: usize| u64_at(b, s + o).expect("stat checked") as i64;
+        let i32_at = |o: usize| u32_at(b, s + o).expect("stat checked") as i32;
+        Node {
+            data: r.data.map(|(from, to)| Arc::from(&b[from..to])),
+            acl: crate::core::acl::shared(&acl),
+            czxid: i64_at(0),
+            mzxid: i64_at(8),
+            ctime: i64_at(16),
+            mtime: i64_at(24),
+            version: i32_at(32),
+            cversion: i32_at(36),
+            aversion: i32_at(40),
+            ephemeral_owner: i64_at(44),
+            pzxid: i64_at(52),
+            children: match r.child_count {
+                0 => Children::Empty,
+                n => Children::Frozen(FrozenChildren {
+                    tree: self.clone(),
+                    list_at: r.children_at,
+                    count: n,
+                }),
+            },
+        }
+    }
+
+    /// Path and stored owner of every ephemeral, container and TTL node.
+    pub fn special_nodes(&self) -> impl Iterator<Item = (&str, i64)> + '_ {
+        let b = self.bytes();
+        self.specials.iter().map(move |&at| {
+            let p = std::str::from_utf8(self.path_bytes_at(b, at)).expect("path checked");
+            (p, self.owner_at(b, at))
+        })
+    }
+
+    /// The path of the record at `at` (a checked child offset).
+    fn path_at(&self, at: usize) -> &str {
+        std::str::from_utf8(self.path_bytes_at(self.bytes(), at)).expect("path checked")
+    }
+
+    /// Drops the file's pages from the process after the checks read them all.
+    pub fn release_resident_pages(&self) {
+        self.source.release();
+    }
+}
+
+/// The children of a frozen node: a sorted list of record offsets in the file.
+#[derive(Clone)]
+pub struct FrozenChildren {
+    tree: Arc<FrozenTree>,
+    list_at: usize,
+    count: usize,
+}
+
+impl std::fmt::Debug for FrozenChildren {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrozenChildren({})", self.count)
+    }
+}
+
+impl FrozenChildren {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The full path of child `i` (in path order).
+    pub fn path(&self, i: usize) -> &str {
+        let at = u64_at(self.tree.bytes(), self.list_at + 8 * i).expect("child list checked");
+        self.tree.path_at(at as usize)
+    }
+
+    /// Whether `p` (a full path) is one of these children: binary search by path.
+    pub fn contains(&self, p: &str) -> bool {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.path(mid).cmp(p) {
+                std::cmp::Ordering::Equal => return true,
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        false
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.count).map(move |i| self.path(i))
+    }
+}
+
+/// Writes node records and builds the index and special list (the writer's half of the
+/// format). The caller streams `out` to the file after each record and keeps `written` as the
+/// file offset of the next byte.
+pub struct FrozenWriter {
+    keys: (u64, u64),
+    /// (hash, record offset) of every record so far.
+    entries: Vec<(u64, u64)>,
+    specials: Vec<u64>,
+    pub written: u64,
+}
+
+impl FrozenWriter {
+    /// `start` is the file offset where the node section begins (already aligned).
+    pub fn new(keys: (u64, u64), start: u64) -> FrozenWriter {
+        assert!((start as usize).is_multiple_of(RECORD_ALIGN));
+        FrozenWriter {
+            keys,
+            entries: Vec::new(),
+            specials: Vec::new(),
+            written: start,
+        }
+    }
+
+    /// Encodes the record of `node` at `p` into `out` (with padding); `children` are the
+    /// record offsets of its children, in path order. Returns the record's offset.
+    pub fn record(&mut self, p: &str, node: &Node, children: &[u64], out: &mut Vec<u8>) -> u64 {
+        let at = self.written;
+        let start = out.len();
+        out.extend_from_slice(&[0u8; 4]);
+        out.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        out.extend_from_slice(p.as_bytes());
+        match &node.data {
+            Some(d) => out.put_buffer(d),
+            None => out.put_null_buffer(),
+        }
+        encode_acl_list(&node.acl, out);
+        out.put_i64(node.czxid);
+        out.put_i64(node.mzxid);
+        out.put_i64(node.ctime);
+        out.put_i64(node.mtime);
+        out.put_i32(node.version);
+        out.put_i32(node.cversion);
+        out.put_i32(node.aversion);
+        out.put_i64(node.ephemeral_owner);
+        out.put_i64(node.pzxid);
+        out.extend_from_slice(&(children.len() as u32).to_be_bytes());
+        for c in children {
+            out.extend_from_slice(&c.to_be_bytes());
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        out.resize(start + align_up(out.len() - start), 0);
+        self.written += (out.len() - start) as u64;
+        self.entries.push((path_hash(self.keys, p.as_bytes()), at));
+        if node.kind() != NodeKind::Persistent {
+            self.specials.push(at);
+        }
+        at
+    }
+
+    /// The special list, index and trailer that end the body, given the root's offset.
+    /// Fails if the node section outgrew what an index entry can address.
+    pub fn finish(self, root_at: u64, out: &mut Vec<u8>) -> Result<(), &'static str> {
+        if self.written > OFFSET_MASK {
+            return Err("a snapshot's node section must stay below 1 TiB");
+        }
+        let nodes_end = self.written;
+        let specials_at = nodes_end;
+        out.extend_from_slice(&(self.specials.len() as u64).to_be_bytes());
+        for s in &self.specials {
+            out.extend_from_slice(&s.to_be_bytes());
+        }
+        let index_at = specials_at + 8 + 8 * self.specials.len() as u64;
+        let slots = index_slots(self.entries.len() as u64);
+        let mask = slots as usize - 1;
+        let mut table = vec![0u64; slots as usize];
+        for (hash, at) in &self.entries {
+            let mut slot = *hash as usize & mask;
+            while table[slot] != 0 {
+                slot = (slot + 1) & mask;
+            }
+            table[slot] = index_entry(*hash, *at);
+        }
+        out.reserve(table.len() * 8 + TRAILER_BYTES);
+        for v in table {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [
+            nodes_end,
+            root_at,
+            specials_at,
+            index_at,
+            slots,
+            self.keys.0,
+            self.keys.1,
+            0,
+        ] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    pub fn node_count(&self) -> u64 {
+        self.entries.len() as u64
+    }
+}
+
+fn encode_acl_list(acl: &[Acl], out: &mut Vec<u8>) {
+    crate::jute::records::encode_acls(acl, out);
+}
+
+/// Writes a tree's nodes in post-order through `emit` (each record's bytes, in file order)
+/// without recursion, so any depth of path works. Returns the root's record offset.
+pub fn write_post_order(
+    tree: &crate::core::tree::DataTree,
+    writer: &mut FrozenWriter,
+    emit: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    struct Frame {
+        path: Arc<str>,
+        node: Arc<Node>,
+        children: Vec<Arc<str>>,
+        next: usize,
+        offsets: Vec<u64>,
+    }
+    let frame = |p: Arc<str>| -> Frame {
+        let node = tree.get_shared(&p).expect("walked node exists");
+        let children = node.children.iter().map(Arc::from).collect();
+        Frame {
+            path: p,
+            node,
+            children,
+            next: 0,
+            offsets: Vec::new(),
+        }
+    };
+    let mut stack = vec![frame(Arc::from("/"))];
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let top = stack
+            .last_mut()
+            .expect("stack holds the root until it is written");
+        if top.next < top.children.len() {
+            let child = top.children[top.next].clone();
+            top.next += 1;
+            stack.push(frame(child));
+            continue;
+        }
+        let done = stack.pop().expect("top exists");
+        buf.clear();
+        let at = writer.record(&done.path, &done.node, &done.offsets, &mut buf);
+        emit(&buf)?;
+        match stack.last_mut() {
+            Some(parent) => parent.offsets.push(at),
+            None => return Ok(at),
+        }
+    }
+}
