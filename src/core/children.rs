@@ -152,6 +152,28 @@ impl Children {
         removed
     }
 
+    /// The children's full paths, in path order, as shared strings: in-memory names are
+    /// shared, frozen ones are copied out of the file.
+    pub fn to_shared_paths(&self) -> Vec<Arc<str>> {
+        match self {
+            Children::Few(v) => v.clone(),
+            Children::Many(s) => s.iter().cloned().collect(),
+            Children::Layered(l) => {
+                let mut out = Vec::with_capacity(self.len());
+                let mut added = l.added.iter().peekable();
+                for p in l.frozen.iter().filter(|p| !l.removed.contains(*p)) {
+                    while let Some(a) = added.next_if(|a| &***a < p) {
+                        out.push(a.clone());
+                    }
+                    out.push(Arc::from(p));
+                }
+                out.extend(added.cloned());
+                out
+            }
+            _ => self.iter().map(Arc::from).collect(),
+        }
+    }
+
     /// The children's full paths, in path order.
     pub fn iter(&self) -> ChildrenIter<'_> {
         match self {

@@ -733,7 +733,7 @@ pub fn write_post_order(
     }
     let frame = |p: Arc<str>| -> Frame {
         let node = tree.get_shared(&p).expect("walked node exists");
-        let children = node.children.iter().map(Arc::from).collect();
+        let children = node.children.to_shared_paths();
         Frame {
             path: p,
             node,
