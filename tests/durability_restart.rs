@@ -241,3 +241,39 @@ fn multi_acknowledged_before_kill_is_whole_after_restart_and_failed_multi_left_n
     children.sort();
     assert_eq!(children, vec!["a".to_owned()]);
 }
+
+/// An expired session's close is a txn like any other (R2): it is in the log before anyone
+/// sees its ephemeral vanish, so a crash right after the expiry cannot bring the session or
+/// its ephemeral back (another client may already hold the lock that ephemeral stood for).
+#[test]
+fn expired_session_stays_expired_and_its_ephemeral_gone_after_kill_9() {
+    let mut server = ZooServer::start(&["tickTime=100"]);
+    let port = server.port();
+    let mut owner = RawClient::resume_with_timeout(port, 1500).unwrap();
+    let session_id = owner.session.session_id;
+    let password = owner.session.password.clone();
+    owner.create("/lock-holder", b"mine", 1).unwrap();
+    let last_zxid = owner.last_zxid;
+    // The owner goes silent (no pings, no close): the server expires the session.
+    let mut watcher = RawClient::connect(port);
+    wait_for("the expired session's ephemeral to vanish", || {
+        (watcher.exists("/lock-holder", false) == Err(err::NO_NODE)).then_some(())
+    });
+    drop(watcher);
+
+    server.kill9();
+    drop(owner);
+    server.restart();
+
+    let mut after = RawClient::connect(port);
+    assert_eq!(
+        after.exists("/lock-holder", false),
+        Err(err::NO_NODE),
+        "the ephemeral of an expired session came back after a restart"
+    );
+    let resumed = RawClient::resume(port, session_id, &password, last_zxid).unwrap();
+    assert_eq!(
+        resumed.session.session_id, 0,
+        "the expired session stays expired"
+    );
+}

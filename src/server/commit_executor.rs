@@ -252,10 +252,12 @@ impl CommitExecutor {
                 ToCommit::ExpiryTick => {
                     for session in self.core.expired_sessions(now) {
                         let owner = self.core.session_owner(session);
-                        if let Some((header, _)) =
+                        if let Some((header, txn)) =
                             self.core.close_session(session, now, &mut scratch)
                         {
                             changed = true;
+                            encode_record(&header, &txn, &mut records);
+                            txn_count += 1;
                             triggers.extend(scratch.drain(..).map(|t| (header.zxid, t)));
                         }
                         if let Some(owner) = owner {
