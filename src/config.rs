@@ -143,6 +143,9 @@ pub struct Config {
     pub commit_on_shard: bool,
     /// `zoo.election_ticks`: election timeout lower bound in replication ticks (50 ms).
     pub election_ticks: u32,
+    /// `zoo.snapshot_rebase`: after each snapshot, serve the tree from the new file and free
+    /// the in-memory copy of what it holds (standalone; `server::rebase`).
+    pub snapshot_rebase: bool,
     /// `zoo.log_retain_entries`: applied entries kept in memory for lagging followers.
     pub log_retain_entries: usize,
     /// Every key as read, for `conf`/`envi`.
@@ -181,6 +184,7 @@ impl Default for Config {
             shards: 0,
             pin_cores: true,
             commit_on_shard: false,
+            snapshot_rebase: true,
             election_ticks: crate::server::limits::RAFT_ELECTION_TICKS_DEFAULT,
             log_retain_entries: crate::server::limits::RAFT_LOG_RETAIN_ENTRIES_DEFAULT,
             raw: BTreeMap::new(),
@@ -319,6 +323,7 @@ impl Config {
                 "zoo.shards" => config.shards = int(4096)? as usize,
                 "zoo.pin_cores" => config.pin_cores = boolean()?,
                 "zoo.commit_on_shard" => config.commit_on_shard = boolean()?,
+                "zoo.snapshot_rebase" => config.snapshot_rebase = boolean()?,
                 "zoo.election_ticks" => config.election_ticks = int(10_000)?.max(2) as u32,
                 "zoo.log_retain_entries" => {
                     config.log_retain_entries = int(1 << 40)?.max(10) as usize

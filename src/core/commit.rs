@@ -330,6 +330,13 @@ impl CommitCore {
         }
     }
 
+    /// Swaps in a tree equal to the current one (the same state rebuilt from the newest
+    /// snapshot plus the log after it, `server::rebase`); returns the old one.
+    pub fn replace_tree(&mut self, tree: DataTree) -> DataTree {
+        crate::server::rebase::assert_equivalent(&self.tree, &tree);
+        std::mem::replace(&mut self.tree, tree)
+    }
+
     /// Takes a tree that already holds every txn up to its last zxid, computed elsewhere from
     /// this core's tree plus exactly those txns (the leader's speculative state, once they are
     /// committed); their session changes must be applied with `apply_to_sessions`.

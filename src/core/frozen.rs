@@ -472,7 +472,7 @@ impl FrozenTree {
     }
 
     /// The record offset of `p`, if the frozen tree holds it.
-    fn find(&self, p: &str) -> Option<usize> {
+    pub fn find(&self, p: &str) -> Option<usize> {
         let b = self.bytes();
         let hash = path_hash(self.keys, p.as_bytes());
         let tag = hash & !OFFSET_MASK;
@@ -666,6 +666,34 @@ impl FrozenWriter {
         at
     }
 
+    /// Like `record`, from a record of another snapshot file: `prefix` is its bytes from the
+    /// path through the stat (unchanged), `path` the path within them.
+    pub fn record_raw(
+        &mut self,
+        prefix: &[u8],
+        path: &[u8],
+        owner: i64,
+        children: &[u64],
+        out: &mut Vec<u8>,
+    ) -> u64 {
+        let at = self.written;
+        let start = out.len();
+        let len = (prefix.len() + 4 + 8 * children.len()) as u32;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&(children.len() as u32).to_be_bytes());
+        for c in children {
+            out.extend_from_slice(&c.to_be_bytes());
+        }
+        out.resize(start + align_up(out.len() - start), 0);
+        self.written += (out.len() - start) as u64;
+        self.entries.push((path_hash(self.keys, path), at));
+        if node_kind(owner) != NodeKind::Persistent {
+            self.specials.push(at);
+        }
+        at
+    }
+
     /// The special list, index and trailer that end the body, given the root's offset.
     /// Fails if the node section outgrew what an index entry can address.
     pub fn finish(self, root_at: u64, out: &mut Vec<u8>) -> Result<(), &'static str> {
@@ -719,44 +747,95 @@ fn encode_acl_list(acl: &[Acl], out: &mut Vec<u8>) {
 
 /// Writes a tree's nodes in post-order through `emit` (each record's bytes, in file order)
 /// without recursion, so any depth of path works. Returns the root's record offset.
+///
+/// A node still frozen (unchanged since the file it lives in) is copied from that file
+/// byte for byte, with only its child offsets rewritten: its child set cannot have changed,
+/// because any change to a node's children copies the node into the overlay.
 pub fn write_post_order(
     tree: &crate::core::tree::DataTree,
     writer: &mut FrozenWriter,
     emit: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
+    enum Source {
+        Memory {
+            path: Arc<str>,
+            node: Arc<Node>,
+            children: Vec<Arc<str>>,
+        },
+        Frozen {
+            at: usize,
+            layout: RecordLayout,
+        },
+    }
     struct Frame {
-        path: Arc<str>,
-        node: Arc<Node>,
-        children: Vec<Arc<str>>,
+        source: Source,
         next: usize,
         offsets: Vec<u64>,
     }
-    let frame = |p: Arc<str>| -> Frame {
-        let node = tree.get_shared(&p).expect("walked node exists");
-        let children = node.children.to_shared_paths();
-        Frame {
-            path: p,
-            node,
-            children,
-            next: 0,
-            offsets: Vec::new(),
+    let frozen = tree.frozen_tree();
+    let memory = |path: Arc<str>, node: &Arc<Node>| Source::Memory {
+        children: node.children.to_shared_paths(),
+        node: node.clone(),
+        path,
+    };
+    let from_file = |at: usize| {
+        let f = frozen.expect("a frozen node has a frozen tree");
+        Source::Frozen {
+            at,
+            layout: parse_record(f.bytes(), at, f.bytes().len()).expect("record checked"),
         }
     };
-    let mut stack = vec![frame(Arc::from("/"))];
+    // A child listed by a parent: changed (in the overlay) or still as the file has it.
+    let source_of = |p: &str, known_at: Option<usize>| match tree.overlay_slot(p) {
+        Some(Some(node)) => memory(Arc::from(p), node),
+        Some(None) => panic!("a listed child is deleted: {p}"),
+        None => from_file(known_at.unwrap_or_else(|| {
+            frozen
+                .and_then(|f| f.find(p))
+                .expect("a listed child exists")
+        })),
+    };
+    let frame = |source| Frame {
+        source,
+        next: 0,
+        offsets: Vec::new(),
+    };
+    let mut stack = vec![frame(source_of("/", None))];
     let mut buf = Vec::with_capacity(4096);
     loop {
         let top = stack
             .last_mut()
             .expect("stack holds the root until it is written");
-        if top.next < top.children.len() {
-            let child = top.children[top.next].clone();
+        let child = match &top.source {
+            Source::Memory { children, .. } => children.get(top.next).map(|c| source_of(c, None)),
+            Source::Frozen { layout, .. } => (top.next < layout.child_count).then(|| {
+                let f = frozen.expect("frozen");
+                let child_at =
+                    u64_at(f.bytes(), layout.children_at + 8 * top.next).expect("checked") as usize;
+                source_of(f.path_at(child_at), Some(child_at))
+            }),
+        };
+        if let Some(child) = child {
             top.next += 1;
             stack.push(frame(child));
             continue;
         }
         let done = stack.pop().expect("top exists");
         buf.clear();
-        let at = writer.record(&done.path, &done.node, &done.offsets, &mut buf);
+        let at = match &done.source {
+            Source::Memory { path, node, .. } => writer.record(path, node, &done.offsets, &mut buf),
+            Source::Frozen { at, layout } => {
+                let b = frozen.expect("frozen").bytes();
+                let owner = u64_at(b, layout.stat_at + 44).expect("checked") as i64;
+                writer.record_raw(
+                    &b[at + 4..layout.stat_at + STAT_BYTES],
+                    &b[layout.path.0..layout.path.1],
+                    owner,
+                    &done.offsets,
+                    &mut buf,
+                )
+            }
+        };
         emit(&buf)?;
         match stack.last_mut() {
             Some(parent) => parent.offsets.push(at),

@@ -300,6 +300,16 @@ impl DataTree {
         self.node_count
     }
 
+    /// The overlay's entry for `p`: a changed node, a tombstone (`Some(None)`), or `None` if
+    /// the path is not in the overlay (frozen as the file has it, or absent).
+    pub fn overlay_slot(&self, p: &str) -> Option<Option<&Arc<Node>>> {
+        self.nodes.get(p).map(Option::as_ref)
+    }
+
+    pub fn frozen_tree(&self) -> Option<&Arc<FrozenTree>> {
+        self.frozen.as_ref()
+    }
+
     /// Drops the frozen snapshot's pages from the process (after a full walk, such as
     /// writing the next snapshot, read them all); later reads fault them back in.
     pub fn release_frozen_pages(&self) {

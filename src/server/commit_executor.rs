@@ -20,6 +20,7 @@ use crate::core::tree::Trigger;
 use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX};
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
+use crate::server::rebase::{self, Progress, RebaseLink};
 use crate::server::stats::ServerStats;
 use crate::server::wall_clock_ms;
 use crate::storage::log::encode_record;
@@ -44,6 +45,8 @@ struct CommitExecutor {
     shards: Vec<ConnectedSender<ToShard>>,
     stats: Arc<ServerStats>,
     reap_per_tick_max: usize,
+    /// A move of the tree onto the newest snapshot, while one is under way.
+    rebase: Option<RebaseLink>,
 }
 
 /// Runs the commit executor until every shard has hung up.
@@ -79,6 +82,7 @@ pub async fn run(
         txns_since: 0,
         log_bytes_since: 0,
         in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        rebase: config.snapshot_rebase,
     };
     let mut executor = CommitExecutor {
         core,
@@ -87,6 +91,7 @@ pub async fn run(
         shards,
         stats,
         reap_per_tick_max: per_tick,
+        rebase: None,
     };
     executor.publish_stats();
     let mut batch = Vec::with_capacity(COMMIT_BATCH_MAX);
@@ -187,6 +192,10 @@ impl CommitExecutor {
         let mut writes = 0u64;
         let mut records: Vec<u8> = Vec::new();
         let mut txn_count = 0u64;
+        if self.poll_rebase() {
+            // Shards move to the rebased tree now, so the old one is not kept alive by them.
+            changed = true;
+        }
         for message in batch.drain(..) {
             match message {
                 ToCommit::Connect(attempt) => {
@@ -286,6 +295,10 @@ impl CommitExecutor {
         // Group commit: one append and one fdatasync for the whole batch, before anything is
         // published or replied (rule R2). A failed sync is fatal: never retry-and-ack.
         if !records.is_empty() {
+            if let Some(link) = self.rebase.as_mut() {
+                let progress = link.offer(&records);
+                self.settle_rebase(progress);
+            }
             let next_zxid = self.core.last_zxid() + 1;
             let record_bytes = records.len() as u64;
             if let Err(e) = self.log.append_and_sync(records, next_zxid).await {
@@ -333,6 +346,42 @@ impl CommitExecutor {
         }
     }
 
+    /// Swaps in the rebased tree if the snapshot thread has it ready; true if it did.
+    fn poll_rebase(&mut self) -> bool {
+        let Some(link) = self.rebase.as_mut() else {
+            return false;
+        };
+        let progress = link.poll(self.core.last_zxid());
+        self.settle_rebase(progress)
+    }
+
+    fn settle_rebase(&mut self, progress: Progress) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        match progress {
+            Progress::Pending => false,
+            Progress::Abandoned(why) => {
+                eprintln!("zoo: snapshot rebase abandoned: {why}");
+                self.rebase = None;
+                self.stats.commit.rebases_abandoned.fetch_add(1, Relaxed);
+                false
+            }
+            Progress::Ready(tree) => {
+                self.rebase = None;
+                let old = self.core.replace_tree(tree);
+                self.stats.commit.rebases.fetch_add(1, Relaxed);
+                // Freeing a whole tree takes a while: let a short-lived thread do it, after
+                // the shards have moved to the new tree (the holder that drops last pays).
+                let _ = std::thread::Builder::new()
+                    .name("zoo-tree-free".into())
+                    .spawn(move || {
+                        std::thread::sleep(Duration::from_secs(1));
+                        drop(old);
+                    });
+                true
+            }
+        }
+    }
+
     /// Starts a new log segment at the next zxid and writes a snapshot of the current state
     /// on a background thread: the tree clone is O(1), so writes do not stall.
     async fn start_snapshot(&mut self) {
@@ -340,6 +389,8 @@ impl CommitExecutor {
         if self.snapshots.in_progress.swap(true, Acquire) {
             return;
         }
+        // The previous snapshot thread has finished, so its rebased tree (if any) is ready.
+        self.poll_rebase();
         let next_zxid = self.core.last_zxid() + 1;
         if let Err(e) = self.log.roll(next_zxid).await {
             eprintln!("zoo: FATAL: cannot start a new log segment: {e}");
@@ -351,17 +402,31 @@ impl CommitExecutor {
         let sessions = SessionRecord::all_of(&self.core);
         let dir = self.snapshots.dir.clone();
         let in_progress = self.snapshots.in_progress.clone();
+        let feed = if self.snapshots.rebase {
+            let (link, feed) = rebase::link();
+            self.rebase = Some(link);
+            Some(feed)
+        } else {
+            None
+        };
         let spawned = std::thread::Builder::new()
             .name("zoo-snapshot".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
                 match crate::storage::snapshot::write_snapshot(&dir, &tree, &sessions) {
-                    Ok(path) => eprintln!(
-                        "zoo: wrote snapshot {} ({} nodes) in {:?}",
-                        path.display(),
-                        tree.node_count(),
-                        started.elapsed()
-                    ),
+                    Ok(path) => {
+                        eprintln!(
+                            "zoo: wrote snapshot {} ({} nodes) in {:?}",
+                            path.display(),
+                            tree.node_count(),
+                            started.elapsed()
+                        );
+                        let zxid = tree.last_zxid();
+                        drop(tree);
+                        if let Some(feed) = feed {
+                            rebase_onto(&path, zxid, feed);
+                        }
+                    }
                     // The log still holds everything: a failed snapshot costs only replay time.
                     Err(e) => {
                         eprintln!("zoo: snapshot at zxid {:#x} failed: {e}", tree.last_zxid())
@@ -392,6 +457,20 @@ pub fn publish_commit_stats(core: &CommitCore, stats: &ServerStats) {
         .ephemerals
         .store(tree.ephemeral_count() as u64, Relaxed);
     commit.data_bytes.store(tree.data_bytes(), Relaxed);
+    commit
+        .overlay_nodes
+        .store(tree.overlay_len() as u64, Relaxed);
+}
+
+/// On the snapshot thread: maps the snapshot just written and replays onto it what the commit
+/// executor streams (`server::rebase`). A snapshot that does not load is reported and the
+/// rebase dropped; the server keeps its tree.
+fn rebase_onto(path: &std::path::Path, zxid: i64, feed: rebase::RebaseFeed) {
+    match crate::storage::snapshot::load_snapshot(path, |_, _| {}) {
+        Ok(loaded) if loaded.header.zxid == zxid => feed.catch_up(loaded.tree),
+        Ok(_) => eprintln!("zoo: snapshot {} has another zxid", path.display()),
+        Err(e) => eprintln!("zoo: cannot map the snapshot just written: {e}"),
+    }
 }
 
 /// When to snapshot: every `snapCount` txns or `snapSizeLimitInKb` of log, one at a time.
@@ -402,6 +481,8 @@ struct SnapshotPolicy {
     txns_since: u64,
     log_bytes_since: u64,
     in_progress: Arc<std::sync::atomic::AtomicBool>,
+    /// `zoo.snapshot_rebase`.
+    rebase: bool,
 }
 
 impl SnapshotPolicy {

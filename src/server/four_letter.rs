@@ -137,6 +137,18 @@ pub fn respond(shard: &Shard, command: &str) -> String {
                 ),
                 ("zoo_fsyncs", commit.fsyncs.load(Relaxed).to_string()),
                 (
+                    "zoo_tree_overlay_nodes",
+                    commit.overlay_nodes.load(Relaxed).to_string(),
+                ),
+                (
+                    "zoo_snapshot_rebases",
+                    commit.rebases.load(Relaxed).to_string(),
+                ),
+                (
+                    "zoo_snapshot_rebases_abandoned",
+                    commit.rebases_abandoned.load(Relaxed).to_string(),
+                ),
+                (
                     "zoo_fsync_avg_micros",
                     format!(
                         "{:.1}",

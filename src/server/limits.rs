@@ -37,6 +37,14 @@ pub const TOUCH_REPORT_INTERVAL_MS: u64 = 500;
 /// Largest four-letter-word reply we build (dump/cons on a very busy server are cut here).
 pub const FOUR_LETTER_REPLY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Commit batches queued for the snapshot thread while it moves the tree onto the snapshot it
+/// just wrote (`server::rebase`). A full queue abandons that rebase, never the commit path.
+pub const REBASE_QUEUE_BATCHES_MAX: usize = 4096;
+
+/// Bytes of log records the commit executor keeps for the end of a rebase (everything
+/// committed since the snapshot); past this the rebase is abandoned.
+pub const REBASE_BACKLOG_BYTES_MAX: usize = 256 << 20;
+
 /// Largest frame accepted from another server (an append of many large entries).
 pub const PEER_FRAME_BYTES_MAX: usize = 1 << 30;
 

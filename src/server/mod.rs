@@ -14,6 +14,7 @@ pub mod limits;
 pub mod log_writer;
 pub mod messages;
 pub mod peer;
+pub mod rebase;
 pub mod shard;
 pub mod stats;
 

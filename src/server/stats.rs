@@ -125,6 +125,10 @@ pub struct CommitStats {
     pub batch_max: AtomicU64,
     pub fsyncs: AtomicU64,
     pub fsync_micros_total: AtomicU64,
+    /// Nodes (and tombstones) held in memory rather than served from the snapshot file.
+    pub overlay_nodes: AtomicU64,
+    pub rebases: AtomicU64,
+    pub rebases_abandoned: AtomicU64,
 }
 
 #[derive(Debug)]

@@ -194,8 +194,17 @@ pub fn write_snapshot(
     let nodes_at = sessions_end.next_multiple_of(frozen::RECORD_ALIGN as u64);
     body.write_all(&vec![0u8; (nodes_at - sessions_end) as usize])?;
     let mut writer = FrozenWriter::new(random_keys()?, nodes_at);
-    let root_at =
-        frozen::write_post_order(tree, &mut writer, &mut |record| body.write_all(record))?;
+    // The walk reads the frozen part of the tree from its file once: let those pages go as it
+    // goes, so the process does not end up holding the whole old file.
+    let mut since_release = 0;
+    let root_at = frozen::write_post_order(tree, &mut writer, &mut |record| {
+        since_release += record.len();
+        if since_release >= PROGRESS_INTERVAL_BYTES {
+            tree.release_frozen_pages();
+            since_release = 0;
+        }
+        body.write_all(record)
+    })?;
     tree.release_frozen_pages();
     let node_count = writer.node_count();
     scratch.clear();

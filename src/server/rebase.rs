@@ -1,0 +1,155 @@
+//! Moving the live tree onto the snapshot just written (ARCHITECTURE.md, "Durability").
+//!
+//! Without this, every node created since the server started stays in the in-memory overlay,
+//! even though the newest snapshot file holds it and could serve it in place. After a
+//! snapshot at zxid Z is written, the snapshot thread maps the file (with the same checks as a
+//! restart) and replays onto it the log records the commit executor committed after Z, which
+//! the executor streams to it batch by batch. When the stream is momentarily drained, it hands
+//! the caught-up tree back; the commit executor applies the last few batches itself and swaps
+//! the tree in. The old overlay is then freed, so memory holds only what changed since the
+//! last snapshot.
+//!
+//! This is exactly recovery (snapshot plus log replay, the path the crash tests exercise) run
+//! while the server is up, so the swapped-in tree equals the live one; the swap still checks
+//! the zxid, node count, data size and ephemeral count, and asserts on a mismatch.
+//!
+//! The commit path never waits on it: records are offered with a non-blocking send, and a
+//! full queue or a backlog past its limit abandons the rebase (the tree simply stays as it
+//! is until the next snapshot).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+
+use crate::core::tree::DataTree;
+use crate::server::limits::{REBASE_BACKLOG_BYTES_MAX, REBASE_QUEUE_BATCHES_MAX};
+use crate::storage::log::{RECORD_HEADER_BYTES, decode_record};
+
+/// Encoded log records of one commit batch, as appended to the log.
+pub type RecordBatch = Arc<Vec<u8>>;
+
+/// The commit executor's end of a rebase in progress.
+pub struct RebaseLink {
+    records: SyncSender<RecordBatch>,
+    result: Receiver<DataTree>,
+    /// Every batch offered since the snapshot, for the final catch-up.
+    backlog: VecDeque<RecordBatch>,
+    backlog_bytes: usize,
+}
+
+/// The snapshot thread's end.
+pub struct RebaseFeed {
+    records: Receiver<RecordBatch>,
+    result: SyncSender<DataTree>,
+}
+
+pub fn link() -> (RebaseLink, RebaseFeed) {
+    let (records_tx, records_rx) = std::sync::mpsc::sync_channel(REBASE_QUEUE_BATCHES_MAX);
+    let (result_tx, result_rx) = std::sync::mpsc::sync_channel(1);
+    (
+        RebaseLink {
+            records: records_tx,
+            result: result_rx,
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+        },
+        RebaseFeed {
+            records: records_rx,
+            result: result_tx,
+        },
+    )
+}
+
+/// What the commit executor should do with its link after an offer or a poll.
+pub enum Progress {
+    Pending,
+    /// The rebase cannot finish: drop the link.
+    Abandoned(&'static str),
+    /// The tree to swap in, caught up to the executor's last zxid.
+    Ready(DataTree),
+}
+
+impl RebaseLink {
+    /// Offers a committed batch (records after the snapshot's zxid, in order).
+    pub fn offer(&mut self, batch: &[u8]) -> Progress {
+        let batch: RecordBatch = Arc::new(batch.to_vec());
+        self.backlog_bytes += batch.len();
+        if self.backlog_bytes > REBASE_BACKLOG_BYTES_MAX {
+            return Progress::Abandoned("too many writes while the snapshot was written");
+        }
+        match self.records.try_send(batch.clone()) {
+            // Disconnected: the snapshot thread has finished, with its tree waiting for `poll`
+            // or with none (then `poll` abandons); either way the backlog covers this batch.
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {
+                self.backlog.push_back(batch);
+                Progress::Pending
+            }
+            Err(TrySendError::Full(_)) => Progress::Abandoned("the replay fell behind"),
+        }
+    }
+
+    /// Checks for the snapshot thread's tree; if it is there, applies the batches it has not
+    /// seen, so the result holds everything up to `live_zxid`.
+    pub fn poll(&mut self, live_zxid: i64) -> Progress {
+        let mut tree = match self.result.try_recv() {
+            Ok(tree) => tree,
+            Err(TryRecvError::Empty) => return Progress::Pending,
+            Err(TryRecvError::Disconnected) => {
+                return Progress::Abandoned("the snapshot thread quit");
+            }
+        };
+        for batch in self.backlog.drain(..) {
+            apply_records(&mut tree, &batch);
+        }
+        assert_eq!(tree.last_zxid(), live_zxid, "a rebased tree is caught up");
+        Progress::Ready(tree)
+    }
+}
+
+/// Applies the records of `batch` that `tree` does not hold yet.
+fn apply_records(tree: &mut DataTree, batch: &[u8]) {
+    let mut scratch = Vec::new();
+    let mut at = 0;
+    while at < batch.len() {
+        let length = u32::from_be_bytes(batch[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let record = &batch[at..at + RECORD_HEADER_BYTES + length];
+        at += record.len();
+        let (header, txn) = decode_record(record).expect("our own encoded record");
+        if header.zxid > tree.last_zxid() {
+            tree.apply(&header, &txn, &mut scratch);
+            scratch.clear();
+        }
+    }
+}
+
+impl RebaseFeed {
+    /// Replays the streamed batches onto `tree` (the snapshot just written, mapped) until the
+    /// stream is drained, then hands the tree back. Returns quietly if the executor gave up.
+    pub fn catch_up(self, mut tree: DataTree) {
+        loop {
+            match self.records.try_recv() {
+                Ok(batch) => apply_records(&mut tree, &batch),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let _ = self.result.send(tree);
+    }
+}
+
+/// Whether the swapped-in tree agrees with the live one on the figures that are cheap to
+/// compare (the content itself is equal by construction: snapshot plus replay).
+pub fn assert_equivalent(live: &DataTree, rebased: &DataTree) {
+    assert_eq!(live.last_zxid(), rebased.last_zxid(), "rebased zxid");
+    assert_eq!(
+        live.node_count(),
+        rebased.node_count(),
+        "rebased node count"
+    );
+    assert_eq!(live.data_bytes(), rebased.data_bytes(), "rebased data size");
+    assert_eq!(
+        live.ephemeral_count(),
+        rebased.ephemeral_count(),
+        "rebased ephemeral count"
+    );
+}
