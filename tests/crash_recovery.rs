@@ -11,22 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Cursor, Jute, RawClient, ZooServer, create_body, op, request_frame};
+use common::{Cursor, Jute, Lcg, RawClient, ZooServer, create_body, op, request_frame};
 
 const WRITERS: usize = 3;
-
-/// A small deterministic generator, so a failing seed can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
 
 /// A multi creating `a` and `b`, as the Java client encodes it.
 fn multi_body(a: &str, b: &str) -> Vec<u8> {

@@ -11,18 +11,6 @@ use std::collections::BTreeMap;
 
 use common::*;
 
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 fn mntr_value(port: u16, key: &str) -> u64 {
     let text = four_letter(port, "mntr").expect("mntr");
     text.lines()

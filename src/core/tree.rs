@@ -379,7 +379,7 @@ impl DataTree {
         count
     }
 
-    /// Every path in the tree in pre-order from `p` (for `dump` and snapshots).
+    /// Every path in the tree in pre-order from `p` (for `dump`, `snapshot inspect` and tests).
     pub fn walk(&self, p: &str, visit: &mut dyn FnMut(&str, &Node)) {
         let Some(node) = self.get(p) else {
             return;

@@ -395,16 +395,7 @@ mod tests {
                 ephemeral_owner: owner,
                 parent_cversion,
             };
-            tree.apply(
-                &TxnHeader {
-                    session_id: 1,
-                    xid: 1,
-                    zxid,
-                    time_ms: zxid * 10,
-                },
-                &txn,
-                &mut Vec::new(),
-            );
+            apply_at(&mut tree, zxid, &txn);
             paths.push(p);
         }
         tree
@@ -524,18 +515,19 @@ mod tests {
                 5 if next() % 8 == 0 => Txn::CloseSession { session_id: 77 },
                 _ => continue,
             };
-            let zxid = tree.last_zxid() + 1;
-            tree.apply(
-                &TxnHeader {
-                    session_id: 1,
-                    xid: 1,
-                    zxid,
-                    time_ms: zxid * 10,
-                },
-                &txn,
-                &mut Vec::new(),
-            );
+            apply_at(tree, tree.last_zxid() + 1, &txn);
         }
+    }
+
+    /// Applies `txn` as the txn with `zxid` (time derived from it).
+    fn apply_at(tree: &mut DataTree, zxid: i64, txn: &Txn) {
+        let header = TxnHeader {
+            session_id: 1,
+            xid: 1,
+            zxid,
+            time_ms: zxid * 10,
+        };
+        tree.apply(&header, txn, &mut Vec::new());
     }
 
     /// A frozen tree with changes on top behaves exactly like the same tree built in memory:
