@@ -26,6 +26,11 @@ pub const SESSION_RECORD_BYTES: usize = 28;
 pub const RECORD_ALIGN: usize = 8;
 /// Fixed-size fields of a record between the ACL and the child count.
 const STAT_BYTES: usize = 8 * 4 + 4 * 3 + 8 * 2;
+/// Longest run of occupied index slots accepted. The writer's load factor is below 2/3 and
+/// its hash keys are random, so runs stay in the low hundreds even for 10^8 nodes (a run of
+/// k has probability about e^(-0.07k)); a longer one means a crafted file that would make
+/// every lookup slow.
+const INDEX_RUN_MAX: usize = 4096;
 /// Records whose index entries are looked up together when a file is checked.
 const INDEX_CHECK_BATCH: usize = 64;
 /// Largest path, data or ACL string accepted inside a snapshot.
@@ -167,8 +172,8 @@ fn parse_record(b: &[u8], at: usize, limit: usize) -> Result<RecordLayout, Corru
         take(&mut pos, 4, "ACL perms")?;
         for what in ["ACL scheme", "ACL id"] {
             let n = len_field(&mut pos, what)?;
-            if n < 0 {
-                return corrupt(pos - 4, format!("negative {what} length"));
+            if n < 0 || n as usize > FIELD_BYTES_MAX {
+                return corrupt(pos - 4, format!("{what} length out of range"));
             }
             let (s, e) = take(&mut pos, n as usize, what)?;
             if std::str::from_utf8(&b[s..e]).is_err() {
@@ -272,7 +277,8 @@ impl FrozenTree {
             && specials_at == nodes_end
             && specials_at.checked_add(8).is_some_and(|s| index_at >= s)
             && slots.is_power_of_two()
-            && slots > shape.node_count
+            && slots == index_slots(shape.node_count)
+            && nodes_end <= OFFSET_MASK
             && slots
                 .checked_mul(8)
                 .and_then(|s| s.checked_add(index_at))
@@ -313,11 +319,26 @@ impl FrozenTree {
         if special_count != non_persistent {
             return corrupt(specials_at, "special list does not name every special node");
         }
-        let used = (0..slots as usize)
-            .filter(|i| u64_at(b, index_at + 8 * i).expect("index in bounds") != 0)
-            .count();
+        let occupied = |i: usize| u64_at(b, index_at + 8 * i).expect("index in bounds") != 0;
+        let used = (0..slots as usize).filter(|&i| occupied(i)).count();
         if used as u64 != shape.node_count {
             return corrupt(index_at, "index holds other entries than the nodes");
+        }
+        // A probe walks a run of occupied slots to its end: bound the longest run (counted
+        // around the wrap, from an empty slot, which exists because slots > nodes).
+        let empty = (0..slots as usize)
+            .find(|&i| !occupied(i))
+            .expect("fewer nodes than slots");
+        let mut run = 0;
+        for k in 1..=slots as usize {
+            run = if occupied((empty + k) & tree.slot_mask) {
+                run + 1
+            } else {
+                0
+            };
+            if run > INDEX_RUN_MAX {
+                return corrupt(index_at, "an index cluster too long to probe");
+            }
         }
         tree.source = source;
         Ok(tree)
@@ -393,6 +414,9 @@ impl FrozenTree {
             starts[bit(at).0] |= 1 << bit(at).1;
             count += 1;
             last = Some((at, p == b"/"));
+            if p == b"/" && owner != 0 {
+                return corrupt(at, "the root is not a persistent node");
+            }
             let next = align_up(r.end);
             if next > nodes_end || b[r.end..next].iter().any(|&x| x != 0) {
                 return corrupt(r.end, "bad padding after a record");
@@ -841,5 +865,97 @@ pub fn write_post_order(
             Some(parent) => parent.offsets.push(at),
             None => return Ok(at),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::tree::{CONTAINER_OWNER, DataTree};
+    use crate::core::txn::{Txn, TxnHeader};
+
+    const HEADER: usize = 64;
+
+    /// A body (after a zeroed 64-byte header, no sessions) holding `tree`.
+    fn body_of(tree: &DataTree) -> (Vec<u8>, BodyShape) {
+        let mut out = vec![0u8; HEADER];
+        let mut writer = FrozenWriter::new((1, 2), HEADER as u64);
+        let root = write_post_order(tree, &mut writer, &mut |r| {
+            out.extend_from_slice(r);
+            Ok(())
+        })
+        .unwrap();
+        let shape = BodyShape {
+            header_bytes: HEADER,
+            node_count: writer.node_count(),
+            session_count: 0,
+        };
+        writer.finish(root, &mut out).unwrap();
+        (out, shape)
+    }
+
+    fn open(bytes: Vec<u8>, shape: BodyShape) -> Result<FrozenTree, Corrupt> {
+        FrozenTree::open(Box::new(bytes), shape)
+    }
+
+    fn sample() -> DataTree {
+        let mut tree = DataTree::new();
+        for (zxid, p) in [(1, "/a"), (2, "/a/b"), (3, "/c")] {
+            let parent = tree.get(path::parent(p)).unwrap().cversion;
+            let txn = Txn::Create {
+                path: p.into(),
+                data: Some(b"x".to_vec()),
+                acl: crate::core::acl::open_acl_unsafe(),
+                ephemeral_owner: 0,
+                parent_cversion: parent + 1,
+            };
+            let header = TxnHeader {
+                session_id: 1,
+                xid: 1,
+                zxid,
+                time_ms: 0,
+            };
+            tree.apply(&header, &txn, &mut Vec::new());
+        }
+        tree
+    }
+
+    #[test]
+    fn a_written_tree_opens_and_serves_every_node() {
+        let tree = sample();
+        let (bytes, shape) = body_of(&tree);
+        let frozen = Arc::new(open(bytes, shape).unwrap());
+        assert_eq!(frozen.node_count(), tree.node_count() as u64);
+        assert_eq!(frozen.data_bytes(), tree.data_bytes());
+        for p in ["/", "/a", "/a/b", "/c", "/zookeeper/config"] {
+            let node = frozen.get(p).unwrap_or_else(|| panic!("{p}"));
+            assert_eq!(node.stat(), tree.get(p).unwrap().stat(), "{p}");
+        }
+        assert!(frozen.get("/a/x").is_none() && !frozen.contains("/b"));
+    }
+
+    /// The root must be persistent: a container, TTL or ephemeral root would be reaped or
+    /// expired, and deleting "/" breaks every invariant of the tree.
+    #[test]
+    fn a_root_that_is_not_persistent_is_refused() {
+        let tree = sample();
+        // A valid body, then the root record's owner field rewritten in place.
+        let (mut bytes, shape) = body_of(&tree);
+        let trailer = bytes.len() - TRAILER_BYTES;
+        let root_at = u64_at(&bytes, trailer + 8).unwrap() as usize;
+        let r = parse_record(&bytes, root_at, trailer).unwrap();
+        bytes[r.stat_at + 44..r.stat_at + 52].copy_from_slice(&CONTAINER_OWNER.to_be_bytes());
+        let err = open(bytes, shape).unwrap_err();
+        assert!(err.reason.contains("root"), "{err:?}");
+    }
+
+    #[test]
+    fn an_index_of_another_size_is_refused() {
+        let (bytes, shape) = body_of(&sample());
+        let claimed = BodyShape {
+            node_count: shape.node_count * 3,
+            ..shape
+        };
+        assert!(open(bytes, claimed).is_err());
     }
 }

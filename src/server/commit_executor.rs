@@ -385,7 +385,7 @@ impl CommitExecutor {
     /// Starts a new log segment at the next zxid and writes a snapshot of the current state
     /// on a background thread: the tree clone is O(1), so writes do not stall.
     async fn start_snapshot(&mut self) {
-        use std::sync::atomic::Ordering::{Acquire, Release};
+        use std::sync::atomic::Ordering::Acquire;
         if self.snapshots.in_progress.swap(true, Acquire) {
             return;
         }
@@ -401,7 +401,7 @@ impl CommitExecutor {
         let tree = self.core.tree().clone();
         let sessions = SessionRecord::all_of(&self.core);
         let dir = self.snapshots.dir.clone();
-        let in_progress = self.snapshots.in_progress.clone();
+        let in_progress = SnapshotInProgress(self.snapshots.in_progress.clone());
         let feed = if self.snapshots.rebase {
             let (link, feed) = rebase::link();
             self.rebase = Some(link);
@@ -412,6 +412,7 @@ impl CommitExecutor {
         let spawned = std::thread::Builder::new()
             .name("zoo-snapshot".into())
             .spawn(move || {
+                let _in_progress = in_progress;
                 let started = std::time::Instant::now();
                 match crate::storage::snapshot::write_snapshot(&dir, &tree, &sessions) {
                     Ok(path) => {
@@ -432,11 +433,10 @@ impl CommitExecutor {
                         eprintln!("zoo: snapshot at zxid {:#x} failed: {e}", tree.last_zxid())
                     }
                 }
-                in_progress.store(false, Release);
             });
+        // A thread that failed to start dropped its closure, and with it the flag.
         if let Err(e) = spawned {
             eprintln!("zoo: cannot start the snapshot thread: {e}");
-            self.snapshots.in_progress.store(false, Release);
         }
     }
 
@@ -470,6 +470,17 @@ fn rebase_onto(path: &std::path::Path, zxid: i64, feed: rebase::RebaseFeed) {
         Ok(loaded) if loaded.header.zxid == zxid => feed.catch_up(loaded.tree),
         Ok(_) => eprintln!("zoo: snapshot {} has another zxid", path.display()),
         Err(e) => eprintln!("zoo: cannot map the snapshot just written: {e}"),
+    }
+}
+
+/// Held by a snapshot thread for as long as it runs: clears the "snapshot in progress" flag
+/// when dropped, whether the thread finishes, panics or never starts, so one failure cannot
+/// stop snapshots (and log purging) for good.
+pub(crate) struct SnapshotInProgress(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SnapshotInProgress {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -39,7 +39,7 @@ pub const FOUR_LETTER_REPLY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Commit batches queued for the snapshot thread while it moves the tree onto the snapshot it
 /// just wrote (`server::rebase`). A full queue abandons that rebase, never the commit path.
-pub const REBASE_QUEUE_BATCHES_MAX: usize = 4096;
+pub const REBASE_QUEUE_BATCHES_MAX: usize = 65_536;
 
 /// Bytes of log records the commit executor keeps for the end of a rebase (everything
 /// committed since the snapshot); past this the rebase is abandoned.

@@ -104,7 +104,7 @@ fn recover_with<T: Default>(
     mut replay: impl FnMut(&mut CommitCore, &mut T, TxnHeader, Txn),
 ) -> Result<(CommitCore, T, RecoveryReport), String> {
     let mut report = RecoveryReport::default();
-    let snapshots = snapshot::list_snapshots(snapshot_dir)
+    let snapshots = snapshot::list_snapshots(snapshot_dir, true)
         .map_err(|e| format!("cannot list snapshots in {}: {e}", snapshot_dir.display()))?;
     let mut last_error: Option<String> = None;
     let mut candidates: Vec<Option<&Path>> =
@@ -169,7 +169,7 @@ fn recover_with<T: Default>(
 /// segment whose txns all precede the oldest retained snapshot. Returns the files deleted.
 pub fn purge(snapshot_dir: &Path, log_dir: &Path, retain: usize) -> std::io::Result<Vec<String>> {
     let retain = retain.max(3);
-    let snapshots = snapshot::list_snapshots(snapshot_dir)?;
+    let snapshots = snapshot::list_snapshots(snapshot_dir, false)?;
     let mut deleted = Vec::new();
     if snapshots.len() <= retain {
         return Ok(deleted);

@@ -100,8 +100,10 @@ pub fn snapshot_name(zxid: i64) -> String {
     format!("snapshot.{zxid:016x}")
 }
 
-/// Snapshots in `dir`, newest first. Leftover `.tmp` files from a crash are removed.
-pub fn list_snapshots(dir: &Path) -> io::Result<Vec<(i64, PathBuf)>> {
+/// Snapshots in `dir`, newest first. With `remove_leftovers` (at start-up, when no snapshot
+/// can be in progress), `.tmp` files left by a crash are removed; a running server's purge
+/// leaves them alone, since one may be the snapshot being written.
+pub fn list_snapshots(dir: &Path, remove_leftovers: bool) -> io::Result<Vec<(i64, PathBuf)>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -115,7 +117,9 @@ pub fn list_snapshots(dir: &Path) -> io::Result<Vec<(i64, PathBuf)>> {
             continue;
         };
         if rest.ends_with(".tmp") {
-            let _ = fs::remove_file(entry.path());
+            if remove_leftovers {
+                let _ = fs::remove_file(entry.path());
+            }
             continue;
         }
         if let Ok(zxid) = i64::from_str_radix(rest, 16) {
@@ -624,7 +628,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("snapshot.0000000000000005.tmp"), b"partial").unwrap();
         fs::write(dir.join("snapshot.0000000000000003"), b"x").unwrap();
-        let listed = list_snapshots(&dir).unwrap();
+        let listed = list_snapshots(&dir, true).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].0, 3);
         assert!(!dir.join("snapshot.0000000000000005.tmp").exists());

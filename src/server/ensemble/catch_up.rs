@@ -87,7 +87,7 @@ impl Ensemble {
 
     /// Writes a snapshot of the applied (committed) state in the background.
     pub(super) fn start_snapshot(&mut self) {
-        use std::sync::atomic::Ordering::{Acquire, Release};
+        use std::sync::atomic::Ordering::Acquire;
         if self.snapshots.in_progress.swap(true, Acquire) {
             return;
         }
@@ -95,19 +95,18 @@ impl Ensemble {
         let tree = self.applied.tree().clone();
         let sessions = SessionRecord::all_of(&self.applied);
         let dir = self.snapshot_dir.clone();
-        let in_progress = self.snapshots.in_progress.clone();
-        let spawned = std::thread::Builder::new()
+        let in_progress =
+            crate::server::commit_executor::SnapshotInProgress(self.snapshots.in_progress.clone());
+        // A thread that fails to start drops its closure, and with it the flag.
+        let _ = std::thread::Builder::new()
             .name("zoo-snapshot".into())
             .spawn(move || {
+                let _in_progress = in_progress;
                 match snapshot::write_snapshot(&dir, &tree, &sessions) {
                     Ok(path) => eprintln!("zoo: wrote snapshot {}", path.display()),
                     Err(e) => eprintln!("zoo: snapshot failed: {e}"),
                 }
-                in_progress.store(false, Release);
             });
-        if spawned.is_err() {
-            self.snapshots.in_progress.store(false, Release);
-        }
     }
 
     /// Builds the committed state as snapshot bytes for followers the log cannot reach; the
