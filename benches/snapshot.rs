@@ -2,7 +2,8 @@
 //! snapshot thread takes to persist a state (`storage::snapshot::write_snapshot`: walk,
 //! encode, checksum, write, fsync, rename, directory fsync) and how long a restart spends
 //! loading it (`load_snapshot`: map, verify both checksums, check the structure and the path
-//! index; nothing is decoded: the tree is served from the mapped file).
+//! index; nothing is decoded: the tree is served from the mapped file), and writing the next
+//! snapshot from such a loaded tree (`write_from_frozen`: records copied from the old file).
 //! Throughput is in znodes; scale by the node count to estimate larger trees.
 //!
 //! The load reads a file that was just written, so it comes from the page cache: this is the
@@ -69,6 +70,13 @@ fn snapshot(c: &mut Criterion) {
             assert_eq!(loaded.tree.node_count(), tree.node_count());
             loaded
         })
+    });
+    // A restarted server (or one that moved onto its last snapshot) writes its next snapshot
+    // from a tree that is still frozen: unchanged records are copied from the old file.
+    let frozen = load_snapshot(&path, |_, _| {}).expect("load the snapshot").tree;
+    let frozen_dir = dir.join("from-frozen");
+    group.bench_function("write_from_frozen", |b| {
+        b.iter(|| write_snapshot(&frozen_dir, &frozen, &sessions).expect("write the snapshot"))
     });
     group.finish();
     let _ = fs::remove_dir_all(&dir);
