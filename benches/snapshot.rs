@@ -73,7 +73,9 @@ fn snapshot(c: &mut Criterion) {
     });
     // A restarted server (or one that moved onto its last snapshot) writes its next snapshot
     // from a tree that is still frozen: unchanged records are copied from the old file.
-    let frozen = load_snapshot(&path, |_, _| {}).expect("load the snapshot").tree;
+    let frozen = load_snapshot(&path, |_, _| {})
+        .expect("load the snapshot")
+        .tree;
     let frozen_dir = dir.join("from-frozen");
     group.bench_function("write_from_frozen", |b| {
         b.iter(|| write_snapshot(&frozen_dir, &frozen, &sessions).expect("write the snapshot"))
