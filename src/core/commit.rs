@@ -333,7 +333,7 @@ impl CommitCore {
     /// Swaps in a tree equal to the current one (the same state rebuilt from the newest
     /// snapshot plus the log after it, `server::rebase`); returns the old one.
     pub fn replace_tree(&mut self, tree: DataTree) -> DataTree {
-        crate::server::rebase::assert_equivalent(&self.tree, &tree);
+        self.tree.assert_same_figures(&tree);
         std::mem::replace(&mut self.tree, tree)
     }
 

@@ -16,7 +16,6 @@ use crate::core::children::Children;
 use crate::core::path;
 use crate::core::tree::{Node, NodeKind, node_kind};
 use crate::jute::Writer;
-use crate::jute::records::Acl;
 
 /// Bytes of the trailer that ends the body.
 pub const TRAILER_BYTES: usize = 64;
@@ -665,7 +664,7 @@ impl FrozenWriter {
             Some(d) => out.put_buffer(d),
             None => out.put_null_buffer(),
         }
-        encode_acl_list(&node.acl, out);
+        crate::jute::records::encode_acls(&node.acl, out);
         out.put_i64(node.czxid);
         out.put_i64(node.mzxid);
         out.put_i64(node.ctime);
@@ -763,10 +762,6 @@ impl FrozenWriter {
     pub fn node_count(&self) -> u64 {
         self.entries.len() as u64
     }
-}
-
-fn encode_acl_list(acl: &[Acl], out: &mut Vec<u8>) {
-    crate::jute::records::encode_acls(acl, out);
 }
 
 /// Writes a tree's nodes in post-order through `emit` (each record's bytes, in file order)

@@ -254,11 +254,6 @@ impl DataTree {
         }
     }
 
-    /// The node at `p` as a shared pointer (decoded if it is frozen).
-    pub fn get_shared(&self, p: &str) -> Option<Arc<Node>> {
-        self.get(p).map(NodeRef::into_arc)
-    }
-
     pub fn contains(&self, p: &str) -> bool {
         match self.nodes.get(p) {
             Some(slot) => slot.is_some(),
@@ -298,6 +293,26 @@ impl DataTree {
 
     pub fn node_count(&self) -> usize {
         self.node_count
+    }
+
+    /// Asserts that `other` agrees with this tree on the figures that are cheap to compare
+    /// (zxid, node count, data size, ephemeral count): for a tree rebuilt from a snapshot plus
+    /// the log after it, whose content equals this one by construction.
+    pub fn assert_same_figures(&self, other: &DataTree) {
+        assert_eq!(self.last_zxid, other.last_zxid, "rebuilt tree's zxid");
+        assert_eq!(
+            self.node_count, other.node_count,
+            "rebuilt tree's node count"
+        );
+        assert_eq!(
+            self.data_bytes, other.data_bytes,
+            "rebuilt tree's data size"
+        );
+        assert_eq!(
+            self.ephemeral_count(),
+            other.ephemeral_count(),
+            "rebuilt tree's ephemeral count"
+        );
     }
 
     /// The overlay's entry for `p`: a changed node, a tombstone (`Some(None)`), or `None` if

@@ -95,20 +95,29 @@ pub async fn run(
     };
     executor.publish_stats();
     let mut batch = Vec::with_capacity(COMMIT_BATCH_MAX);
-    loop {
-        let Some(first) = merged_rx.recv().await else {
-            break;
-        };
-        batch.push(first);
-        while batch.len() < COMMIT_BATCH_MAX {
-            match future::poll_once(merged_rx.recv()).await {
-                Some(Some(message)) => batch.push(message),
-                _ => break,
-            }
-        }
+    while next_batch(&merged_rx, &mut batch).await {
         executor.process_batch(&mut batch).await;
     }
     drop(pumps);
+}
+
+/// Waits for the next message, then takes whatever else is already queued, up to
+/// `COMMIT_BATCH_MAX`, into `batch`. False once every sender has gone.
+pub(crate) async fn next_batch(
+    rx: &local_channel::LocalReceiver<ToCommit>,
+    batch: &mut Vec<ToCommit>,
+) -> bool {
+    let Some(first) = rx.recv().await else {
+        return false;
+    };
+    batch.push(first);
+    while batch.len() < COMMIT_BATCH_MAX {
+        match future::poll_once(rx.recv()).await {
+            Some(Some(message)) => batch.push(message),
+            _ => break,
+        }
+    }
+    true
 }
 
 /// The commit side's ends of the shard channels.

@@ -10,8 +10,9 @@
 //! last snapshot.
 //!
 //! This is exactly recovery (snapshot plus log replay, the path the crash tests exercise) run
-//! while the server is up, so the swapped-in tree equals the live one; the swap still checks
-//! the zxid, node count, data size and ephemeral count, and asserts on a mismatch.
+//! while the server is up, so the swapped-in tree equals the live one; the swap
+//! (`CommitCore::replace_tree`) still checks the zxid, node count, data size and ephemeral
+//! count, and asserts on a mismatch.
 //!
 //! The commit path never waits on it: records are offered with a non-blocking send, and a
 //! full queue or a backlog past its limit abandons the rebase (the tree simply stays as it
@@ -138,21 +139,4 @@ impl RebaseFeed {
         }
         let _ = self.result.send(tree);
     }
-}
-
-/// Whether the swapped-in tree agrees with the live one on the figures that are cheap to
-/// compare (the content itself is equal by construction: snapshot plus replay).
-pub fn assert_equivalent(live: &DataTree, rebased: &DataTree) {
-    assert_eq!(live.last_zxid(), rebased.last_zxid(), "rebased zxid");
-    assert_eq!(
-        live.node_count(),
-        rebased.node_count(),
-        "rebased node count"
-    );
-    assert_eq!(live.data_bytes(), rebased.data_bytes(), "rebased data size");
-    assert_eq!(
-        live.ephemeral_count(),
-        rebased.ephemeral_count(),
-        "rebased ephemeral count"
-    );
 }

@@ -16,6 +16,35 @@ pub(super) struct SpecBatch {
 }
 
 impl Ensemble {
+    /// Server-side writes (session expiry, container and TTL reaping): `make` runs each item
+    /// against the speculative state; every txn it returns is proposed, its triggers kept for
+    /// when it commits.
+    pub(super) fn propose_each<T>(
+        &mut self,
+        items: Vec<T>,
+        mut make: impl FnMut(
+            &mut CommitCore,
+            T,
+            &mut Vec<crate::core::tree::Trigger>,
+        ) -> Option<(TxnHeader, Txn)>,
+    ) {
+        let Some(spec) = self.speculative.as_mut() else {
+            return;
+        };
+        let mut proposals = Vec::new();
+        for item in items {
+            let mut scratch = Vec::new();
+            if let Some(t) = make(spec, item, &mut scratch) {
+                self.spec_triggers
+                    .extend(scratch.into_iter().map(|x| (t.0.zxid, x)));
+                proposals.push(t);
+            }
+        }
+        for (header, txn) in proposals {
+            self.propose(&header, &txn);
+        }
+    }
+
     pub(super) fn propose(&mut self, header: &TxnHeader, txn: &Txn) {
         if matches!(txn, Txn::CreateSession { .. } | Txn::CloseSession { .. }) {
             self.spec_sessions.push((*header, txn.clone()));

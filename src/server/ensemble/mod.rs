@@ -22,7 +22,6 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use futures_lite::future;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 
@@ -35,7 +34,7 @@ use crate::core::txn::{Txn, TxnHeader};
 use crate::jute::Reader;
 use crate::jute::records::Request;
 use crate::server::commit_executor::{
-    ShardLinks, link_shards, spawn_expiry_and_reap_timers, spawn_timer,
+    ShardLinks, link_shards, next_batch, spawn_expiry_and_reap_timers, spawn_timer,
 };
 use crate::server::limits::{
     COMMIT_BATCH_MAX, FORWARD_TIMEOUT_MS, PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX,
@@ -313,17 +312,7 @@ pub async fn run(
         ensemble.applied.last_zxid()
     );
     let mut batch = Vec::with_capacity(COMMIT_BATCH_MAX);
-    loop {
-        let Some(first) = merged_rx.recv().await else {
-            break;
-        };
-        batch.push(first);
-        while batch.len() < COMMIT_BATCH_MAX {
-            match future::poll_once(merged_rx.recv()).await {
-                Some(Some(message)) => batch.push(message),
-                _ => break,
-            }
-        }
+    while next_batch(&merged_rx, &mut batch).await {
         for message in batch.drain(..) {
             ensemble.handle(message);
         }
@@ -545,44 +534,31 @@ impl Ensemble {
                 }
             }
             ToCommit::ExpiryTick => {
-                let mut proposals = Vec::new();
                 // is_leader: a tick earlier in this batch may have demoted the replica.
                 if !self.is_leader() {
                     return;
                 }
-                if let Some(spec) = self.speculative.as_mut() {
-                    for session in spec.expired_sessions(now) {
-                        let mut scratch = Vec::new();
-                        if let Some(t) = spec.close_session(session, now, &mut scratch) {
-                            self.spec_triggers
-                                .extend(scratch.into_iter().map(|x| (t.0.zxid, x)));
-                            proposals.push(t);
-                        }
-                    }
-                }
-                for (header, txn) in proposals {
-                    self.propose(&header, &txn);
-                }
+                let Some(spec) = self.speculative.as_ref() else {
+                    return;
+                };
+                let sessions = spec.expired_sessions(now);
+                self.propose_each(sessions, |spec, session, scratch| {
+                    spec.close_session(session, now, scratch)
+                });
             }
             ToCommit::ReapTick => {
                 if !self.is_leader() {
                     return;
                 }
-                if let Some(spec) = self.speculative.as_mut() {
-                    let candidates = spec.reap_candidates(now);
-                    let mut proposals = Vec::new();
-                    for p in candidates.into_iter().take(self.reap_per_tick_max) {
-                        let mut scratch = Vec::new();
-                        if let Some(t) = spec.reap(&p, now, &mut scratch) {
-                            self.spec_triggers
-                                .extend(scratch.into_iter().map(|x| (t.0.zxid, x)));
-                            proposals.push(t);
-                        }
-                    }
-                    for (header, txn) in proposals {
-                        self.propose(&header, &txn);
-                    }
-                }
+                let Some(spec) = self.speculative.as_ref() else {
+                    return;
+                };
+                let candidates: Vec<_> = spec
+                    .reap_candidates(now)
+                    .into_iter()
+                    .take(self.reap_per_tick_max)
+                    .collect();
+                self.propose_each(candidates, |spec, p, scratch| spec.reap(&p, now, scratch));
             }
             ToCommit::RaftTick => {
                 self.replica.tick();
