@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::core::frozen::FrozenChildren;
+use crate::core::frozen::{FrozenChildren, FrozenTree};
 
 /// Above this many children the set switches to a persistent B-tree.
 pub const FEW_CHILDREN_MAX: usize = 32;
@@ -152,25 +152,42 @@ impl Children {
         removed
     }
 
-    /// The children's full paths, in path order, as shared strings: in-memory names are
-    /// shared, frozen ones are copied out of the file.
-    pub fn to_shared_paths(&self) -> Vec<Arc<str>> {
+    /// The children in path order, as a snapshot writer finds them: a child still listed in
+    /// `frozen` by its record offset (no path copied, no lookup), any other by its path.
+    pub fn sources(&self, frozen: Option<&Arc<FrozenTree>>) -> Vec<ChildSource> {
+        let in_file = |f: &FrozenChildren| frozen.is_some_and(|t| f.is_in(t));
         match self {
-            Children::Few(v) => v.clone(),
-            Children::Many(s) => s.iter().cloned().collect(),
-            Children::Layered(l) => {
+            Children::Few(v) => v.iter().cloned().map(ChildSource::Named).collect(),
+            Children::Many(s) => s.iter().cloned().map(ChildSource::Named).collect(),
+            Children::Frozen(f) if in_file(f) => (0..f.len())
+                .map(|i| ChildSource::Record(f.offset(i)))
+                .collect(),
+            Children::Layered(l) if in_file(&l.frozen) => {
                 let mut out = Vec::with_capacity(self.len());
                 let mut added = l.added.iter().peekable();
-                for p in l.frozen.iter().filter(|p| !l.removed.contains(*p)) {
-                    while let Some(a) = added.next_if(|a| &***a < p) {
-                        out.push(a.clone());
+                let mut removed = l.removed.iter().peekable();
+                for i in 0..l.frozen.len() {
+                    if added.peek().is_none() && removed.peek().is_none() {
+                        out.extend(
+                            (i..l.frozen.len()).map(|i| ChildSource::Record(l.frozen.offset(i))),
+                        );
+                        break;
                     }
-                    out.push(Arc::from(p));
+                    let p = l.frozen.path(i);
+                    while let Some(a) = added.next_if(|a| &***a < p) {
+                        out.push(ChildSource::Named(a.clone()));
+                    }
+                    if removed.next_if(|r| &***r == p).is_none() {
+                        out.push(ChildSource::Record(l.frozen.offset(i)));
+                    }
                 }
-                out.extend(added.cloned());
+                out.extend(added.cloned().map(ChildSource::Named));
                 out
             }
-            _ => self.iter().map(Arc::from).collect(),
+            _ => self
+                .iter()
+                .map(|p| ChildSource::Named(Arc::from(p)))
+                .collect(),
         }
     }
 
@@ -188,6 +205,15 @@ impl Children {
             },
         }
     }
+}
+
+/// One child as [`Children::sources`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildSource {
+    /// Known by its full path (in the overlay, or looked up).
+    Named(Arc<str>),
+    /// Still listed by its frozen parent: the record offset in the frozen file.
+    Record(usize),
 }
 
 pub enum ChildrenIter<'a> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use siphasher::sip::SipHasher13;
 
-use crate::core::children::Children;
+use crate::core::children::{ChildSource, Children};
 use crate::core::path;
 use crate::core::tree::{Node, NodeKind, node_kind};
 use crate::jute::Writer;
@@ -606,8 +606,17 @@ impl FrozenChildren {
 
     /// The full path of child `i` (in path order).
     pub fn path(&self, i: usize) -> &str {
-        let at = u64_at(self.tree.bytes(), self.list_at + 8 * i).expect("child list checked");
-        self.tree.path_at(at as usize)
+        self.tree.path_at(self.offset(i))
+    }
+
+    /// The record offset of child `i` in the file.
+    pub fn offset(&self, i: usize) -> usize {
+        u64_at(self.tree.bytes(), self.list_at + 8 * i).expect("child list checked") as usize
+    }
+
+    /// Whether these children are records of `tree` (and not of an older file).
+    pub fn is_in(&self, tree: &Arc<FrozenTree>) -> bool {
+        Arc::ptr_eq(&self.tree, tree)
     }
 
     /// Whether `p` (a full path) is one of these children: binary search by path.
@@ -764,6 +773,36 @@ impl FrozenWriter {
     }
 }
 
+/// The records of a frozen tree that its overlay shadows (changed or deleted since the file
+/// was written): one bit per possible record offset, built from the overlay's paths.
+struct Shadowed {
+    bits: Vec<u64>,
+}
+
+impl Shadowed {
+    fn of(tree: &crate::core::tree::DataTree) -> Shadowed {
+        let Some(frozen) = tree.frozen_tree() else {
+            return Shadowed { bits: Vec::new() };
+        };
+        let records = frozen.bytes().len() / RECORD_ALIGN;
+        let mut bits = vec![0u64; records.div_ceil(64)];
+        for p in tree.overlay_paths() {
+            if let Some(at) = frozen.find(p) {
+                let record = at / RECORD_ALIGN;
+                bits[record / 64] |= 1 << (record % 64);
+            }
+        }
+        Shadowed { bits }
+    }
+
+    fn contains(&self, at: usize) -> bool {
+        let record = at / RECORD_ALIGN;
+        self.bits
+            .get(record / 64)
+            .is_some_and(|w| w & (1 << (record % 64)) != 0)
+    }
+}
+
 /// Writes a tree's nodes in post-order through `emit` (each record's bytes, in file order)
 /// without recursion, so any depth of path works. Returns the root's record offset.
 ///
@@ -779,7 +818,7 @@ pub fn write_post_order(
         Memory {
             path: Arc<str>,
             node: Arc<Node>,
-            children: Vec<Arc<str>>,
+            children: Vec<ChildSource>,
         },
         Frozen {
             at: usize,
@@ -792,8 +831,9 @@ pub fn write_post_order(
         offsets: Vec<u64>,
     }
     let frozen = tree.frozen_tree();
+    let shadowed = Shadowed::of(tree);
     let memory = |path: Arc<str>, node: &Arc<Node>| Source::Memory {
-        children: node.children.to_shared_paths(),
+        children: node.children.sources(frozen),
         node: node.clone(),
         path,
     };
@@ -814,6 +854,15 @@ pub fn write_post_order(
                 .expect("a listed child exists")
         })),
     };
+    // A child known by its record: only a record the overlay shadows needs the overlay (the
+    // one hash lookup per changed node, not per node).
+    let source_at = |at: usize| {
+        if shadowed.contains(at) {
+            source_of(frozen.expect("frozen").path_at(at), Some(at))
+        } else {
+            from_file(at)
+        }
+    };
     let frame = |source| Frame {
         source,
         next: 0,
@@ -826,12 +875,15 @@ pub fn write_post_order(
             .last_mut()
             .expect("stack holds the root until it is written");
         let child = match &top.source {
-            Source::Memory { children, .. } => children.get(top.next).map(|c| source_of(c, None)),
+            Source::Memory { children, .. } => children.get(top.next).map(|c| match c {
+                ChildSource::Named(p) => source_of(p, None),
+                ChildSource::Record(at) => source_at(*at),
+            }),
             Source::Frozen { layout, .. } => (top.next < layout.child_count).then(|| {
                 let f = frozen.expect("frozen");
-                let child_at =
-                    u64_at(f.bytes(), layout.children_at + 8 * top.next).expect("checked") as usize;
-                source_of(f.path_at(child_at), Some(child_at))
+                source_at(
+                    u64_at(f.bytes(), layout.children_at + 8 * top.next).expect("checked") as usize,
+                )
             }),
         };
         if let Some(child) = child {
@@ -927,6 +979,105 @@ mod tests {
             assert_eq!(node.stat(), tree.get(p).unwrap().stat(), "{p}");
         }
         assert!(frozen.get("/a/x").is_none() && !frozen.contains("/b"));
+    }
+
+    fn apply_one(tree: &mut DataTree, zxid: i64, txn: Txn) {
+        let header = TxnHeader {
+            session_id: 1,
+            xid: 1,
+            zxid,
+            time_ms: 0,
+        };
+        tree.apply(&header, &txn, &mut Vec::new());
+    }
+
+    fn create_txn(tree: &DataTree, p: &str) -> Txn {
+        Txn::Create {
+            path: p.into(),
+            data: Some(p.as_bytes().to_vec()),
+            acl: crate::core::acl::open_acl_unsafe(),
+            ephemeral_owner: 0,
+            parent_cversion: tree.get(path::parent(p)).unwrap().cversion + 1,
+        }
+    }
+
+    /// A parent with frozen children and names added and removed on top lists its children
+    /// for the snapshot writer in path order, by record offset where the file still has them;
+    /// and a snapshot written from it, with changed frozen children among unchanged ones,
+    /// holds exactly the layered tree.
+    #[test]
+    fn layered_children_are_listed_in_order_by_record_and_written_whole() {
+        let mut tree = DataTree::new();
+        let mut zxid = 0;
+        for p in
+            std::iter::once("/p".to_string()).chain((0..40).map(|i| format!("/p/n{:02}", 2 * i)))
+        {
+            zxid += 1;
+            let txn = create_txn(&tree, &p);
+            apply_one(&mut tree, zxid, txn);
+        }
+        let (bytes, shape) = body_of(&tree);
+        let frozen = Arc::new(open(bytes, shape).unwrap());
+        let mut tree = DataTree::from_frozen(frozen.clone(), zxid);
+        for i in [1, 3, 41, 79, 81] {
+            zxid += 1;
+            let txn = create_txn(&tree, &format!("/p/n{i:02}"));
+            apply_one(&mut tree, zxid, txn);
+        }
+        for i in [0, 40, 78] {
+            zxid += 1;
+            apply_one(
+                &mut tree,
+                zxid,
+                Txn::Delete {
+                    path: format!("/p/n{i:02}"),
+                },
+            );
+        }
+        for i in [2, 50] {
+            zxid += 1;
+            let txn = Txn::SetData {
+                path: format!("/p/n{i:02}"),
+                data: Some(b"changed".to_vec()),
+                version: 1,
+            };
+            apply_one(&mut tree, zxid, txn);
+        }
+        let parent = tree.get("/p").unwrap();
+        assert!(matches!(parent.children, Children::Layered(_)));
+        let sources = parent.children.sources(Some(&frozen));
+        let listed: Vec<String> = sources
+            .iter()
+            .map(|c| match c {
+                ChildSource::Named(p) => p.to_string(),
+                ChildSource::Record(at) => frozen.path_at(*at).to_string(),
+            })
+            .collect();
+        let expected: Vec<String> = parent.children.iter().map(str::to_owned).collect();
+        assert_eq!(listed, expected);
+        assert_eq!(listed.len(), 40 + 5 - 3);
+        let records = sources
+            .iter()
+            .filter(|c| matches!(c, ChildSource::Record(_)))
+            .count();
+        assert_eq!(
+            records,
+            40 - 3,
+            "every frozen child left is listed by its record"
+        );
+
+        let (bytes, shape) = body_of(&tree);
+        let again = Arc::new(open(bytes, shape).unwrap());
+        assert_eq!(again.node_count(), tree.node_count() as u64);
+        assert_eq!(again.data_bytes(), tree.data_bytes());
+        tree.walk("/", &mut |p, node| {
+            let read = again.get(p).unwrap_or_else(|| panic!("{p} missing"));
+            assert_eq!(read.stat(), node.stat(), "{p}");
+            assert_eq!(read.data, node.data, "{p}");
+        });
+        for gone in ["/p/n00", "/p/n40", "/p/n78"] {
+            assert!(!again.contains(gone), "{gone}");
+        }
     }
 
     /// The root must be persistent: a container, TTL or ephemeral root would be reaped or

@@ -321,6 +321,11 @@ impl DataTree {
         self.nodes.get(p).map(Option::as_ref)
     }
 
+    /// The paths the overlay holds (changed, created or deleted since the frozen tree).
+    pub fn overlay_paths(&self) -> impl Iterator<Item = &Path> {
+        self.nodes.keys()
+    }
+
     pub fn frozen_tree(&self) -> Option<&Arc<FrozenTree>> {
         self.frozen.as_ref()
     }
@@ -394,14 +399,18 @@ impl DataTree {
         count
     }
 
-    /// Every path in the tree in pre-order from `p` (for `dump`, `snapshot inspect` and tests).
+    /// Every path in the tree in pre-order from `p` (for `dump`, `snapshot inspect` and tests),
+    /// without recursion, so a tree of any depth is walked in constant stack.
     pub fn walk(&self, p: &str, visit: &mut dyn FnMut(&str, &Node)) {
-        let Some(node) = self.get(p) else {
-            return;
-        };
-        visit(p, &node);
-        for child in node.children.iter() {
-            self.walk(child, visit);
+        let mut stack: Vec<String> = vec![p.to_owned()];
+        while let Some(at) = stack.pop() {
+            let Some(node) = self.get(&at) else {
+                continue;
+            };
+            visit(&at, &node);
+            let first_child = stack.len();
+            stack.extend(node.children.iter().map(str::to_owned));
+            stack[first_child..].reverse();
         }
     }
 
@@ -690,6 +699,24 @@ mod tests {
         assert!(!snapshot.contains("/b"));
         assert!(tree.contains("/b"));
         assert_eq!(snapshot.last_zxid(), 1);
+    }
+
+    #[test]
+    fn walk_visits_a_deep_chain_in_pre_order_without_recursion() {
+        let mut tree = DataTree::new();
+        let mut p = String::new();
+        for zxid in 1..=20_000i64 {
+            p.push_str("/d");
+            create(&mut tree, zxid, &p, 0);
+        }
+        create(&mut tree, 20_001, "/e", 0);
+        let mut seen = Vec::new();
+        tree.walk("/", &mut |p, _| seen.push(p.len()));
+        assert_eq!(seen.len(), tree.node_count());
+        // "/" first, then the chain in depth order, then /e, then /zookeeper and its children.
+        assert_eq!(seen[..3], [1, 2, 4]);
+        assert_eq!(seen[20_000], 40_000);
+        assert_eq!(seen[20_001], 2);
     }
 
     #[test]
