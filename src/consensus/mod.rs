@@ -970,6 +970,23 @@ impl Replica {
         }
         if sent < self.base_zxid {
             let p = self.progress.get_mut(&peer).expect("checked");
+            if !p.active {
+                // Not heard from in this check-quorum window: it may be down for hours, so
+                // probe with an empty append instead of building a snapshot every retry. Its
+                // answer marks it active, and the next append (or the rejection) sends one.
+                let (term, commit) = (self.hard.term, self.commit);
+                self.send(
+                    peer,
+                    Message::Append {
+                        term,
+                        prev_zxid: sent,
+                        entries: Vec::new(),
+                        commit,
+                    },
+                    false,
+                );
+                return;
+            }
             p.snapshot_wait = self.timing.snapshot_retry_ticks.max(1);
             self.snapshots_needed.push(peer);
             return;

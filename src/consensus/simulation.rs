@@ -85,6 +85,8 @@ struct Sim {
     last_acknowledged_zxid: i64,
     /// Proposals are real txns (sessions, ephemerals), checked through the commit core.
     txns: Option<Clients>,
+    /// Catch-up snapshots built, by the server they were built for.
+    snapshots_built: BTreeMap<NodeId, u64>,
 }
 
 /// Simulated clients for the state-machine checks: open sessions and each one's next request
@@ -168,6 +170,7 @@ impl Sim {
             acknowledged: Vec::new(),
             proposals: HashMap::new(),
             next_client_op: 0,
+            snapshots_built: BTreeMap::new(),
             last_acknowledged_zxid: 0,
             txns: None,
         }
@@ -250,6 +253,7 @@ impl Sim {
         }
         let node = self.nodes.get_mut(&id).unwrap();
         for peer in ready.snapshots_needed {
+            *self.snapshots_built.entry(peer).or_default() += 1;
             let data = encode_state(&node.applied);
             let zxid = node.applied_zxid;
             node.replica.send_snapshot(peer, zxid, data);
@@ -697,6 +701,52 @@ fn a_rejoining_server_cannot_depose_a_healthy_leader() {
         term,
         "pre-vote kept the term"
     );
+}
+
+/// A leader does not keep building catch-up snapshots for a server that went down again
+/// before its snapshot arrived (every retry would serialize the whole state for nobody);
+/// once the server answers again, a snapshot brings it up.
+#[test]
+fn no_catch_up_snapshot_is_built_while_the_server_is_down() {
+    let mut sim = Sim::new(5, 3, 0);
+    sim.heal(100);
+    let leader = sim.leaders_by_term.values().copied().max().unwrap();
+    let follower = *sim.voters.iter().find(|v| **v != leader).unwrap();
+    sim.crash(follower);
+    for i in 0..300 {
+        if i % 3 == 0 {
+            sim.propose_somewhere();
+        }
+        sim.tick_all();
+    }
+    assert!(
+        sim.nodes[&leader].replica.base_zxid() > sim.nodes[&follower].applied_zxid,
+        "the leader compacted past the follower, so only a snapshot can bring it up"
+    );
+    // The follower comes back, is offered a snapshot, and goes down before taking it.
+    sim.restart(follower);
+    let mut ticks = 0;
+    while !sim.snapshots_built.contains_key(&follower) {
+        sim.tick_all();
+        ticks += 1;
+        assert!(ticks < 200, "a returning server is offered a snapshot");
+    }
+    sim.crash(follower);
+    let built = sim.snapshots_built[&follower];
+    for i in 0..600 {
+        if i % 3 == 0 {
+            sim.propose_somewhere();
+        }
+        sim.tick_all();
+    }
+    assert_eq!(sim.nodes[&leader].replica.role(), Role::Leader);
+    assert_eq!(
+        sim.snapshots_built[&follower], built,
+        "none built while it is down"
+    );
+    sim.heal(200);
+    assert!(sim.snapshots_built[&follower] > built);
+    sim.check_converged();
 }
 
 #[test]
