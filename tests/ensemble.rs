@@ -328,6 +328,12 @@ fn reconfig_adds_and_removes_a_voter_under_write_load_without_losing_writes() {
         .then_some(())
     });
     wait_until_present(joiner.port(), "/load-0");
+    let all = [ports[0], ports[1], ports[2], joiner.port()];
+    wait_for_long("the leader's mntr to count the new voter", || {
+        leader_mntr(&all)
+            .filter(|m| m.contains("zk_followers\t3") && m.contains("zk_learners\t3"))
+            .map(|_| ())
+    });
     // Remove server 1 (possibly the leader) while the load goes on.
     let config = reconfig(&mut admin, "", "1").expect("remove server 1");
     assert!(!config.contains("server.1="), "{config}");
@@ -349,6 +355,22 @@ fn reconfig_adds_and_removes_a_voter_under_write_load_without_losing_writes() {
     // The three remaining voters still commit without server 1.
     let mut c = connect(joiner.port());
     c.create("/after-reconfig", b"", PERSISTENT).unwrap();
+    wait_for_long("the leader's mntr to count the voters left", || {
+        leader_mntr(&remaining)
+            .filter(|m| m.contains("zk_followers\t2") && m.contains("zk_learners\t2"))
+            .map(|_| ())
+    });
+}
+
+/// `mntr` of whichever of `ports` says it leads.
+fn leader_mntr(ports: &[u16]) -> Option<String> {
+    ports.iter().find_map(|port| {
+        let srvr = four_letter(*port, "srvr").ok()?;
+        if !srvr.contains("Mode: leader") {
+            return None;
+        }
+        four_letter(*port, "mntr").ok()
+    })
 }
 
 #[test]

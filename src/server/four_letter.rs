@@ -159,10 +159,8 @@ pub fn respond(shard: &Shard, command: &str) -> String {
             ];
             let mut rows = rows;
             if stats.mode() == crate::server::stats::ServerMode::Leader {
-                let voters = shard.config.members.iter().filter(|m| !m.observer).count();
-                let learners = shard.config.members.len().saturating_sub(1);
-                rows.push(("zk_learners", learners.to_string()));
-                rows.push(("zk_followers", voters.saturating_sub(1).to_string()));
+                rows.push(("zk_learners", commit.learners.load(Relaxed).to_string()));
+                rows.push(("zk_followers", commit.followers.load(Relaxed).to_string()));
                 rows.push((
                     "zk_synced_followers",
                     commit.synced_followers.load(Relaxed).to_string(),

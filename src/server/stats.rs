@@ -113,6 +113,10 @@ pub struct CommitStats {
     pub mode: std::sync::atomic::AtomicU8,
     /// Voters other than the leader that have the leader's committed state (leader only).
     pub synced_followers: AtomicU64,
+    /// Voters other than the leader, and every other member, in the membership in force
+    /// (after any reconfig; leader only).
+    pub followers: AtomicU64,
+    pub learners: AtomicU64,
     /// The leader this server follows; -1 when none.
     pub leader_id: AtomicI64,
     pub last_zxid: AtomicI64,

@@ -1104,6 +1104,11 @@ impl Ensemble {
             .commit
             .synced_followers
             .store(self.replica.synced_followers() as u64, Relaxed);
+        let voters = self.replica.voters();
+        let followers = voters.len() - usize::from(voters.contains(&self.me));
+        self.stats.commit.followers.store(followers as u64, Relaxed);
+        let learners = self.replica.peers().count();
+        self.stats.commit.learners.store(learners as u64, Relaxed);
         self.stats
             .commit
             .leader_id
