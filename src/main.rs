@@ -61,6 +61,7 @@ fn report(result: Result<(), String>) -> ExitCode {
 }
 
 fn server(config_path: Option<PathBuf>) -> ExitCode {
+    zoo::server::memory::keep_heap_in_small_pages();
     let config = match config_path {
         None => Config::default(),
         Some(path) => match Config::load(&path) {

@@ -17,7 +17,7 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use crate::config::Config;
 use crate::core::commit::{Attach, CommitCore, CoreConfig};
 use crate::core::tree::Trigger;
-use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX};
+use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX, TREE_MEMORY_RELEASE_DELAY_MS};
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
 use crate::server::rebase::{self, Progress, RebaseLink};
@@ -47,6 +47,8 @@ struct CommitExecutor {
     reap_per_tick_max: usize,
     /// A move of the tree onto the newest snapshot, while one is under way.
     rebase: Option<RebaseLink>,
+    /// When to hand the memory of a replaced tree back to the system (see `settle_rebase`).
+    release_memory_at: Option<std::time::Instant>,
 }
 
 /// Runs the commit executor until every shard has hung up.
@@ -92,6 +94,7 @@ pub async fn run(
         stats,
         reap_per_tick_max: per_tick,
         rebase: None,
+        release_memory_at: None,
     };
     executor.publish_stats();
     let mut batch = Vec::with_capacity(COMMIT_BATCH_MAX);
@@ -268,6 +271,13 @@ impl CommitExecutor {
                     self.core.detach(session_id, connection);
                 }
                 ToCommit::ExpiryTick => {
+                    if self
+                        .release_memory_at
+                        .is_some_and(|at| at <= std::time::Instant::now())
+                    {
+                        self.release_memory_at = None;
+                        crate::server::memory::release_free_pages();
+                    }
                     for session in self.core.expired_sessions(now) {
                         let owner = self.core.session_owner(session);
                         if let Some((header, txn)) =
@@ -386,6 +396,9 @@ impl CommitExecutor {
                         std::thread::sleep(Duration::from_secs(1));
                         drop(old);
                     });
+                self.release_memory_at = Some(
+                    std::time::Instant::now() + Duration::from_millis(TREE_MEMORY_RELEASE_DELAY_MS),
+                );
                 true
             }
         }

@@ -76,3 +76,8 @@ pub const RAFT_APPEND_ENTRIES_MAX: usize = 4096;
 /// Applied entries kept in memory so that a lagging server catches up from the log rather
 /// than from a snapshot (`zoo.log_retain_entries`).
 pub const RAFT_LOG_RETAIN_ENTRIES_DEFAULT: usize = 50_000;
+
+/// How long after the tree moves onto a new snapshot the commit executor returns the old
+/// tree's freed pages to the system (`server::memory`); the old tree is freed one second
+/// after the swap, so this must be longer.
+pub const TREE_MEMORY_RELEASE_DELAY_MS: u64 = 3_000;

@@ -12,6 +12,7 @@ pub mod ensemble;
 pub mod four_letter;
 pub mod limits;
 pub mod log_writer;
+pub mod memory;
 pub mod messages;
 pub mod peer;
 pub mod rebase;
