@@ -8,6 +8,7 @@ pub mod commit;
 pub mod frozen;
 pub mod membership;
 pub mod path;
+pub mod path_map;
 pub mod read;
 pub mod sessions;
 pub mod tree;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::core::children::Children;
 use crate::core::frozen::FrozenTree;
 use crate::core::path;
+use crate::core::path_map::PathMap;
 use crate::core::txn::{Txn, TxnHeader};
 use crate::jute::records::{Acl, EventType, Stat};
 
@@ -153,7 +154,7 @@ impl NodeRef<'_> {
 pub struct DataTree {
     /// The overlay: nodes changed since `frozen` was written; `None` marks a frozen node
     /// deleted since. Without a frozen tree, simply every node.
-    nodes: im::HashMap<Path, Option<Arc<Node>>, PathHasher>,
+    nodes: PathMap<Option<Arc<Node>>, PathHasher>,
     frozen: Option<Arc<FrozenTree>>,
     node_count: usize,
     /// Session id -> paths of its ephemeral nodes.
@@ -176,7 +177,7 @@ impl DataTree {
     /// A tree holding `/`, `/zookeeper`, `/zookeeper/quota` and `/zookeeper/config`.
     pub fn new() -> DataTree {
         let mut tree = DataTree {
-            nodes: im::HashMap::with_hasher(PathHasher::new()),
+            nodes: PathMap::with_hasher(PathHasher::new()),
             frozen: None,
             node_count: 1,
             ephemerals: im::HashMap::new(),
@@ -226,7 +227,7 @@ impl DataTree {
     /// indexes are built now (from the file's special list).
     pub fn from_frozen(frozen: Arc<FrozenTree>, zxid: i64) -> DataTree {
         let mut tree = DataTree {
-            nodes: im::HashMap::with_hasher(PathHasher::new()),
+            nodes: PathMap::with_hasher(PathHasher::new()),
             frozen: None,
             node_count: frozen.node_count() as usize,
             ephemerals: im::HashMap::new(),
