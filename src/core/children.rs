@@ -173,11 +173,11 @@ impl Children {
                         );
                         break;
                     }
-                    let p = l.frozen.path(i);
-                    while let Some(a) = added.next_if(|a| &***a < p) {
+                    let p = l.frozen.path_bytes(i);
+                    while let Some(a) = added.next_if(|a| a.as_bytes() < p) {
                         out.push(ChildSource::Named(a.clone()));
                     }
-                    if removed.next_if(|r| &***r == p).is_none() {
+                    if removed.next_if(|r| r.as_bytes() == p).is_none() {
                         out.push(ChildSource::Record(l.frozen.offset(i)));
                     }
                 }

@@ -609,6 +609,11 @@ impl FrozenChildren {
         self.tree.path_at(self.offset(i))
     }
 
+    /// The full path of child `i` as bytes (no UTF-8 check: for comparisons).
+    pub fn path_bytes(&self, i: usize) -> &[u8] {
+        self.tree.path_bytes_at(self.tree.bytes(), self.offset(i))
+    }
+
     /// The record offset of child `i` in the file.
     pub fn offset(&self, i: usize) -> usize {
         u64_at(self.tree.bytes(), self.list_at + 8 * i).expect("child list checked") as usize
