@@ -217,6 +217,47 @@ pub struct FrozenTree {
     /// (`approximateDataSize`, as the live tree counts it).
     data_bytes: u64,
     specials: Vec<usize>,
+    /// Built while the index is checked; see [`PathFilter`].
+    absent: PathFilter,
+}
+
+/// A Bloom filter over the path hashes of a file's nodes, in memory. Most lookups of a path
+/// the file does not hold (every create asks whether its path exists) end here, without
+/// reading the index: the index is a large table probed at random, so each such lookup would
+/// otherwise fault one of its pages back in (after `release_resident_pages`) and keep it
+/// resident. At `FILTER_BITS_PER_NODE` bits per node and four bits set in one 64-bit word per
+/// path, a few percent of absent paths get through to the index.
+struct PathFilter {
+    words: Vec<u64>,
+}
+
+/// At least this many filter bits per node (the word count is rounded up to a power of two).
+const FILTER_BITS_PER_NODE: usize = 8;
+
+impl PathFilter {
+    fn for_nodes(nodes: u64) -> PathFilter {
+        let words = (nodes as usize).max(1).saturating_mul(FILTER_BITS_PER_NODE) / 64;
+        PathFilter {
+            words: vec![0; words.max(1).next_power_of_two()],
+        }
+    }
+
+    /// The word and the four bits of `hash` (a keyed path hash, uniform in every bit).
+    fn place(&self, hash: u64) -> (usize, u64) {
+        let h = hash.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let bits = (0..4).fold(0u64, |m, i| m | 1 << ((h >> (6 * i)) & 63));
+        ((h >> 32) as usize & (self.words.len() - 1), bits)
+    }
+
+    fn insert(&mut self, hash: u64) {
+        let (word, bits) = self.place(hash);
+        self.words[word] |= bits;
+    }
+
+    fn may_contain(&self, hash: u64) -> bool {
+        let (word, bits) = self.place(hash);
+        self.words[word] & bits == bits
+    }
 }
 
 impl std::fmt::Debug for FrozenTree {
@@ -301,9 +342,12 @@ impl FrozenTree {
             data_bytes: 0,
             specials: Vec::with_capacity(special_count),
             source: Box::new(Vec::new()),
+            absent: PathFilter::for_nodes(0),
         };
-        let (data_bytes, non_persistent, is_start) = tree.check_nodes(b, nodes_end)?;
+        let mut absent = PathFilter::for_nodes(shape.node_count);
+        let (data_bytes, non_persistent, is_start) = tree.check_nodes(b, nodes_end, &mut absent)?;
         tree.data_bytes = data_bytes;
+        tree.absent = absent;
         for i in 0..special_count {
             let entry_at = specials_at + 8 + 8 * i;
             let at = u64_at(b, entry_at).expect("inside the body") as usize;
@@ -350,6 +394,7 @@ impl FrozenTree {
         &self,
         b: &[u8],
         nodes_end: usize,
+        absent: &mut PathFilter,
     ) -> Result<(u64, usize, impl Fn(usize) -> bool + use<>), Corrupt> {
         let words = (nodes_end - self.nodes_at) / RECORD_ALIGN + 1;
         let mut starts = vec![0u64; words.div_ceil(64)];
@@ -406,7 +451,9 @@ impl FrozenTree {
                 data_bytes += (r.path.1 - r.path.0) as u64;
             }
             data_bytes += r.data.map_or(0, |(s, e)| (e - s) as u64);
-            pending.push((at, path_hash(self.keys, p)));
+            let hash = path_hash(self.keys, p);
+            absent.insert(hash);
+            pending.push((at, hash));
             if pending.len() == INDEX_CHECK_BATCH {
                 self.check_indexed(b, &mut pending)?;
             }
@@ -498,6 +545,9 @@ impl FrozenTree {
     pub fn find(&self, p: &str) -> Option<usize> {
         let b = self.bytes();
         let hash = path_hash(self.keys, p.as_bytes());
+        if !self.absent.may_contain(hash) {
+            return None;
+        }
         let tag = hash & !OFFSET_MASK;
         let mut slot = hash as usize & self.slot_mask;
         loop {
@@ -984,6 +1034,31 @@ mod tests {
             assert_eq!(node.stat(), tree.get(p).unwrap().stat(), "{p}");
         }
         assert!(frozen.get("/a/x").is_none() && !frozen.contains("/b"));
+    }
+
+    /// Every node is found through the filter (no false negatives), and most absent paths
+    /// are turned away by it without a probe of the index.
+    #[test]
+    fn the_path_filter_passes_every_node_and_stops_most_absent_paths() {
+        let mut tree = DataTree::new();
+        let mut zxid = 0;
+        for p in std::iter::once("/f".to_string()).chain((0..5_000).map(|i| format!("/f/n{i}"))) {
+            zxid += 1;
+            let txn = create_txn(&tree, &p);
+            apply_one(&mut tree, zxid, txn);
+        }
+        let (bytes, shape) = body_of(&tree);
+        let frozen = open(bytes, shape).unwrap();
+        tree.walk("/", &mut |p, _| assert!(frozen.find(p).is_some(), "{p}"));
+        let stopped = (0..5_000)
+            .map(|i| path_hash(frozen.keys, format!("/f/absent{i}").as_bytes()))
+            .filter(|h| !frozen.absent.may_contain(*h))
+            .count();
+        assert!(
+            stopped > 4_500,
+            "only {stopped} of 5000 absent paths stopped"
+        );
+        assert!((0..5_000).all(|i| frozen.find(&format!("/f/absent{i}")).is_none()));
     }
 
     fn apply_one(tree: &mut DataTree, zxid: i64, txn: Txn) {
