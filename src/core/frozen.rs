@@ -1003,21 +1003,11 @@ mod tests {
     fn sample() -> DataTree {
         let mut tree = DataTree::new();
         for (zxid, p) in [(1, "/a"), (2, "/a/b"), (3, "/c")] {
-            let parent = tree.get(path::parent(p)).unwrap().cversion;
-            let txn = Txn::Create {
-                path: p.into(),
-                data: Some(b"x".to_vec()),
-                acl: crate::core::acl::open_acl_unsafe(),
-                ephemeral_owner: 0,
-                parent_cversion: parent + 1,
-            };
-            let header = TxnHeader {
-                session_id: 1,
-                xid: 1,
-                zxid,
-                time_ms: 0,
-            };
-            tree.apply(&header, &txn, &mut Vec::new());
+            let mut txn = create_txn(&tree, p);
+            if let Txn::Create { data, .. } = &mut txn {
+                *data = Some(b"x".to_vec());
+            }
+            apply_one(&mut tree, zxid, txn);
         }
         tree
     }
