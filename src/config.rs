@@ -144,7 +144,7 @@ pub struct Config {
     /// `zoo.election_ticks`: election timeout lower bound in replication ticks (50 ms).
     pub election_ticks: u32,
     /// `zoo.snapshot_rebase`: after each snapshot, serve the tree from the new file and free
-    /// the in-memory copy of what it holds (standalone; `server::rebase`).
+    /// the in-memory copy of what it holds (`server::rebase`; replicated servers too).
     pub snapshot_rebase: bool,
     /// `zoo.log_retain_entries`: applied entries kept in memory for lagging followers.
     pub log_retain_entries: usize,

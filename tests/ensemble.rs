@@ -465,3 +465,122 @@ fn a_restarted_follower_forwards_writes_of_new_clients() {
             .expect("a write through the restarted follower");
     }
 }
+
+/// Every server, the leader included, moves its tree onto each snapshot it writes
+/// (`snapCount=40`: dozens of moves), while writes arrive from every server and a background
+/// load keeps the leader's pipeline full; every reply matches a model, every server ends with
+/// the same tree, and so does each after a SIGKILL of all and a restart.
+#[test]
+fn every_server_moves_onto_its_snapshots_and_keeps_the_same_tree() {
+    const NONODE: i32 = -101;
+    const NODEEXISTS: i32 = -110;
+    let mut ensemble = ZooEnsemble::start(3, 1, &["snapCount=40"]);
+    let ports: Vec<u16> = ensemble.servers.iter().map(|s| s.port()).collect();
+    let mut clients: Vec<RawClient> = ports.iter().map(|p| connect(*p)).collect();
+    clients[0].create("/m", b"", PERSISTENT).unwrap();
+    clients[0].create("/bg", b"", PERSISTENT).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = connect(port);
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = format!("/bg/{port}-{i}");
+                    i += 1;
+                    if let Ok(Ok(_)) = c.try_create(&path, b"b", PERSISTENT) {
+                        acked.push(path);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut model: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut rng = Lcg(0x5eed);
+    for step in 0..1_500u64 {
+        let key = format!("/m/k{}", rng.next() % 60);
+        let c = &mut clients[step as usize % ports.len()];
+        let data = format!("v{step}").into_bytes();
+        match rng.next() % 3 {
+            0 => {
+                let expected = if model.contains_key(&key) {
+                    Err(NODEEXISTS)
+                } else {
+                    Ok(key.clone())
+                };
+                assert_eq!(c.create(&key, &data, PERSISTENT), expected, "step {step}");
+                model.entry(key).or_insert(data);
+            }
+            1 => match c.set_data(&key, &data, -1) {
+                Ok(_) => assert!(model.insert(key, data).is_some(), "step {step}"),
+                Err(code) => assert!(code == NONODE && !model.contains_key(&key), "step {step}"),
+            },
+            _ => match c.delete(&key, -1) {
+                Ok(()) => assert!(model.remove(&key).is_some(), "step {step}"),
+                Err(code) => assert!(code == NONODE && !model.contains_key(&key), "step {step}"),
+            },
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked_background = BTreeSet::new();
+    for t in background {
+        acked_background.extend(t.join().expect("background writer"));
+    }
+    assert!(acked_background.len() > 50, "the background load ran");
+    for &port in &ports {
+        let rebases = four_letter(port, "mntr")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("zoo_snapshot_rebases\t").map(str::to_owned))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(rebases > 0, "server on port {port} moved onto a snapshot");
+    }
+    let check_all = |what: &str, ports: &[u16]| {
+        for &port in ports {
+            wait_for_long(&format!("{what} on port {port}"), || {
+                let mut c = RawClient::resume(port, 0, &[0; 16], 0).ok()?;
+                let names = c.get_children("/m").ok()?;
+                let mut seen = std::collections::BTreeMap::new();
+                for name in names {
+                    let path = format!("/m/{name}");
+                    let (data, _) = c.get_data(&path, false).ok()?;
+                    seen.insert(path, data);
+                }
+                let bg: BTreeSet<String> = c
+                    .get_children("/bg")
+                    .ok()?
+                    .into_iter()
+                    .map(|n| format!("/bg/{n}"))
+                    .collect();
+                (seen == model && acked_background.is_subset(&bg)).then_some(bg)
+            });
+        }
+        let views: Vec<BTreeSet<String>> = ports
+            .iter()
+            .map(|&p| {
+                children(p, "/bg")
+                    .into_iter()
+                    .map(|n| format!("/bg/{n}"))
+                    .collect()
+            })
+            .collect();
+        assert!(
+            views.windows(2).all(|w| w[0] == w[1]),
+            "{what}: servers differ"
+        );
+    };
+    check_all("the model", &ports);
+    for s in ensemble.servers.iter_mut() {
+        s.kill9();
+    }
+    for s in ensemble.servers.iter_mut() {
+        s.start_again();
+    }
+    ensemble.wait_until_serving();
+    check_all("the model after a restart", &ports);
+}

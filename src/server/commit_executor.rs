@@ -388,14 +388,7 @@ impl CommitExecutor {
                 self.rebase = None;
                 let old = self.core.replace_tree(tree);
                 self.stats.commit.rebases.fetch_add(1, Relaxed);
-                // Freeing a whole tree takes a while: let a short-lived thread do it, after
-                // the shards have moved to the new tree (the holder that drops last pays).
-                let _ = std::thread::Builder::new()
-                    .name("zoo-tree-free".into())
-                    .spawn(move || {
-                        std::thread::sleep(Duration::from_secs(1));
-                        drop(old);
-                    });
+                crate::server::memory::drop_later(old);
                 self.release_memory_at = Some(
                     std::time::Instant::now() + Duration::from_millis(TREE_MEMORY_RELEASE_DELAY_MS),
                 );
@@ -487,7 +480,7 @@ pub fn publish_commit_stats(core: &CommitCore, stats: &ServerStats) {
 /// On the snapshot thread: maps the snapshot just written and replays onto it what the commit
 /// executor streams (`server::rebase`). A snapshot that does not load is reported and the
 /// rebase dropped; the server keeps its tree.
-fn rebase_onto(path: &std::path::Path, zxid: i64, feed: rebase::RebaseFeed) {
+pub(crate) fn rebase_onto(path: &std::path::Path, zxid: i64, feed: rebase::RebaseFeed) {
     match crate::storage::snapshot::load_snapshot(path, |_, _| {}) {
         Ok(loaded) if loaded.header.zxid == zxid => feed.catch_up(loaded.tree),
         Ok(_) => eprintln!("zoo: snapshot {} has another zxid", path.display()),

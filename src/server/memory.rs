@@ -16,6 +16,18 @@ pub fn release_free_pages() {
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
+/// Drops `value` (a whole replaced tree) one second from now on a short-lived thread, so that
+/// neither the commit path nor a shard pays for freeing it: by then the shards have moved to
+/// the new tree, and whichever holder drops last does the freeing.
+pub fn drop_later<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("zoo-tree-free".into())
+        .spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            drop(value);
+        });
+}
+
 /// Turns transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP` is set in
 /// the environment (then the operator's choice stands; see tuning/README.md).
 ///

@@ -91,19 +91,30 @@ impl Ensemble {
         if self.snapshots.in_progress.swap(true, Acquire) {
             return;
         }
+        // The previous snapshot thread has finished, so its rebased tree (if any) is ready.
+        self.poll_rebase();
         self.snapshots.txns_since = 0;
         let tree = self.applied.tree().clone();
         let sessions = SessionRecord::all_of(&self.applied);
         let dir = self.snapshot_dir.clone();
         let in_progress =
             crate::server::commit_executor::SnapshotInProgress(self.snapshots.in_progress.clone());
-        // A thread that fails to start drops its closure, and with it the flag.
+        let feed = self.start_rebase();
+        // A thread that fails to start drops its closure, and with it the flag (and the feed,
+        // which abandons the rebase).
         let _ = std::thread::Builder::new()
             .name("zoo-snapshot".into())
             .spawn(move || {
                 let _in_progress = in_progress;
                 match snapshot::write_snapshot(&dir, &tree, &sessions) {
-                    Ok(path) => eprintln!("zoo: wrote snapshot {}", path.display()),
+                    Ok(path) => {
+                        eprintln!("zoo: wrote snapshot {}", path.display());
+                        let zxid = tree.last_zxid();
+                        drop(tree);
+                        if let Some(feed) = feed {
+                            crate::server::commit_executor::rebase_onto(&path, zxid, feed);
+                        }
+                    }
                     Err(e) => eprintln!("zoo: snapshot failed: {e}"),
                 }
             });
@@ -172,6 +183,7 @@ impl Ensemble {
         // watch events between the old state and the snapshot cannot be produced.
         self.close_all_clients();
         let config = crate::server::commit_executor::core_config(&self.config);
+        self.abandon_rebase();
         self.applied = CommitCore::restore(config, loaded.tree, sessions, wall_clock_ms());
         self.restart_log(zxid).await;
         self.replica.snapshot_installed(zxid);

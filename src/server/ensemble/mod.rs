@@ -16,6 +16,7 @@ mod catch_up;
 mod forwarding;
 mod leader;
 mod read_only;
+mod rebase;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -38,7 +39,7 @@ use crate::server::commit_executor::{
 };
 use crate::server::limits::{
     COMMIT_BATCH_MAX, FORWARD_TIMEOUT_MS, PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX,
-    RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
+    RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES, TREE_MEMORY_RELEASE_DELAY_MS,
 };
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
@@ -136,6 +137,11 @@ struct Ensemble {
     spec_sessions: Vec<(TxnHeader, Txn)>,
     /// A catch-up snapshot arriving in pieces: (from, term, zxid, total, bytes so far).
     incoming_snapshot: Option<(NodeId, u64, i64, u64, Vec<u8>)>,
+    /// A move of the applied tree onto this server's newest snapshot, while one is under way
+    /// (`server::rebase`, as standalone; see `rebase.rs` here for the leader's trees).
+    rebase: Option<crate::server::rebase::RebaseLink>,
+    /// When to hand the memory of a replaced tree back to the system.
+    release_memory_at: Option<std::time::Instant>,
 }
 
 struct SnapshotState {
@@ -300,6 +306,8 @@ pub async fn run(
         spec_triggers: Vec::new(),
         spec_sessions: Vec::new(),
         incoming_snapshot: None,
+        rebase: None,
+        release_memory_at: None,
         // Read-only session ids: this server's id in the top byte, a distinct range below.
         next_read_only_session: (me << 56) | (0xff << 48) | (wall_clock_ms() & 0xffff_ffff),
         config,
@@ -561,6 +569,13 @@ impl Ensemble {
                 self.propose_each(candidates, |spec, p, scratch| spec.reap(&p, now, scratch));
             }
             ToCommit::RaftTick => {
+                if self
+                    .release_memory_at
+                    .is_some_and(|at| at <= std::time::Instant::now())
+                {
+                    self.release_memory_at = None;
+                    crate::server::memory::release_free_pages();
+                }
                 self.replica.tick();
                 self.expire_forwarded(now);
                 let ready: Vec<_> = std::mem::take(&mut *self.catch_up.lock().expect("no panic"));
@@ -909,8 +924,10 @@ impl Ensemble {
     }
 
     fn apply_committed(&mut self) {
+        self.poll_rebase();
         let commit = self.replica.commit();
         let from = self.applied.last_zxid();
+        let applied_before = from;
         if commit <= from {
             self.note_synced();
             return;
@@ -952,6 +969,7 @@ impl Ensemble {
             self.snapshots.txns_since += 1;
         }
         self.note_synced();
+        self.offer_to_rebase(applied_before);
         if let Some(m) = self.applied.membership()
             && m.version != self.members_version
             && !m.members.is_empty()
