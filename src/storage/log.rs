@@ -157,7 +157,9 @@ pub fn recover(
 }
 
 /// As `recover`, but records up to and including `after_zxid` (already in a snapshot) are
-/// checked and skipped. The first record applied must be `after_zxid + 1`.
+/// skipped: segments that end before `after_zxid + 1` are not read at all (their successor's
+/// name says so), and in the segment holding it the earlier records are checked (length,
+/// checksum, zxid order) but not decoded. The first record applied must be `after_zxid + 1`.
 pub fn recover_after(
     dir: &Path,
     after_zxid: i64,
@@ -225,7 +227,14 @@ pub fn scan(
 ) -> Result<RecoveryStats, RecoveryError> {
     let mut stats = RecoveryStats::default();
     let mut last_zxid = 0i64;
-    for (index, (_first, path)) in segments.iter().enumerate() {
+    // A segment holds the zxids from its name up to its successor's name: every segment
+    // before the newest one that starts at or below `after_zxid + 1` holds only txns the
+    // state already has. (With a long history kept, reading them cost as much as the replay.)
+    let first_needed = segments
+        .iter()
+        .rposition(|(first, _)| *first <= after_zxid.saturating_add(1))
+        .unwrap_or(0);
+    for (index, (_first, path)) in segments.iter().enumerate().skip(first_needed) {
         let is_last = index + 1 == segments.len();
         let file = File::open(path).map_err(|e| RecoveryError::Io(path.clone(), e))?;
         // Mapped, not read: a preallocated segment is mostly zeros that are never touched.
@@ -292,11 +301,11 @@ pub fn scan(
                     format!("zxid {zxid:#x} after {last_zxid:#x}"),
                 ));
             }
-            let payload =
-                &bytes[offset + RECORD_HEADER_BYTES..offset + RECORD_HEADER_BYTES + length];
-            let (header, txn) =
-                decode_payload(zxid, payload).map_err(|reason| corrupt(offset, reason))?;
             if zxid > after_zxid {
+                let payload =
+                    &bytes[offset + RECORD_HEADER_BYTES..offset + RECORD_HEADER_BYTES + length];
+                let (header, txn) =
+                    decode_payload(zxid, payload).map_err(|reason| corrupt(offset, reason))?;
                 // Dense within a term; a new term (leader) starts its counter at 1.
                 let continues = zxid == after_zxid + 1
                     || (zxid & 0xffff_ffff == 1 && zxid >> 32 > after_zxid >> 32);
@@ -453,6 +462,25 @@ mod tests {
             }
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    /// Recovery after a snapshot reads only the segments that can hold later txns: damage
+    /// in a segment wholly before the snapshot does not stop a start (it is never read),
+    /// while a start from the beginning still reports it.
+    #[test]
+    fn segments_wholly_before_the_snapshot_are_not_read() {
+        let dir = temp_dir("skip");
+        let first = write_records(&dir, 1..=3);
+        write_records(&dir, 4..=6);
+        write_records(&dir, 7..=8);
+        fs::write(&first, b"not a segment at all").unwrap();
+        let mut seen = Vec::new();
+        recover_after(&dir, 5, |h, _| seen.push(h.zxid)).unwrap();
+        assert_eq!(seen, vec![6, 7, 8]);
+        seen.clear();
+        recover_after(&dir, 3, |h, _| seen.push(h.zxid)).unwrap();
+        assert_eq!(seen, vec![4, 5, 6, 7, 8], "a snapshot at a segment's end");
+        assert!(matches!(replay(&dir), Err(RecoveryError::Corrupt(_))));
     }
 
     #[test]
