@@ -972,8 +972,12 @@ impl Replica {
             let p = self.progress.get_mut(&peer).expect("checked");
             if !p.active {
                 // Not heard from in this check-quorum window: it may be down for hours, so
-                // probe with an empty append instead of building a snapshot every retry. Its
-                // answer marks it active, and the next append (or the rejection) sends one.
+                // probe with an empty append (at heartbeats only) instead of building a
+                // snapshot every retry. Its answer marks it active, and the next append (or
+                // the rejection) sends one.
+                if !heartbeat {
+                    return;
+                }
                 let (term, commit) = (self.hard.term, self.commit);
                 self.send(
                     peer,
