@@ -32,6 +32,22 @@ const STAT_BYTES: usize = 8 * 4 + 4 * 3 + 8 * 2;
 const INDEX_RUN_MAX: usize = 4096;
 /// Records whose index entries are looked up together when a file is checked.
 const INDEX_CHECK_BATCH: usize = 64;
+/// How many children ahead the structure check starts loading a child's path.
+const CHILD_PREFETCH_DISTANCE: usize = 8;
+
+/// Asks the CPU to start loading the cache line at `byte` (a hint: no effect on results).
+fn prefetch(byte: &u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and reads nothing the program sees; SSE is part of
+    // every x86_64 target.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            (byte as *const u8).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = byte;
+}
 /// Largest path, data or ACL string accepted inside a snapshot.
 pub const FIELD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -423,6 +439,14 @@ impl FrozenTree {
             let mut previous: Option<&[u8]> = None;
             for i in 0..r.child_count {
                 let entry = r.children_at + 8 * i;
+                // The children were read long before their parent (post-order): start loading
+                // a later child's path now, so that its cache miss overlaps this one's checks.
+                if i + CHILD_PREFETCH_DISTANCE < r.child_count {
+                    let ahead = r.children_at + 8 * (i + CHILD_PREFETCH_DISTANCE);
+                    if let Some(target) = u64_at(b, ahead).and_then(|t| b.get(t as usize + 8)) {
+                        prefetch(target);
+                    }
+                }
                 let child = u64_at(b, entry).expect("child offsets in bounds") as usize;
                 let valid =
                     child >= self.nodes_at && child < at && child.is_multiple_of(RECORD_ALIGN);
@@ -441,10 +465,13 @@ impl FrozenTree {
                 if !under {
                     return corrupt(entry, "child path is not a valid name under its parent");
                 }
-                if previous.is_some_and(|prev| prev >= child_path) {
+                // Siblings share the parent's path and the '/': comparing the names orders
+                // the paths.
+                let name = &child_path[prefix.len() + 1..];
+                if previous.is_some_and(|prev| prev >= name) {
                     return corrupt(entry, "children out of order");
                 }
-                previous = Some(child_path);
+                previous = Some(name);
             }
             // As the live tree counts: every node's data, every path but the root's.
             if p != b"/" {
