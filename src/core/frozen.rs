@@ -746,7 +746,6 @@ impl FrozenWriter {
     /// Encodes the record of `node` at `p` into `out` (with padding); `children` are the
     /// record offsets of its children, in path order. Returns the record's offset.
     pub fn record(&mut self, p: &str, node: &Node, children: &[u64], out: &mut Vec<u8>) -> u64 {
-        let at = self.written;
         let start = out.len();
         out.extend_from_slice(&[0u8; 4]);
         out.extend_from_slice(&(p.len() as u32).to_be_bytes());
@@ -765,19 +764,7 @@ impl FrozenWriter {
         out.put_i32(node.aversion);
         out.put_i64(node.ephemeral_owner);
         out.put_i64(node.pzxid);
-        out.extend_from_slice(&(children.len() as u32).to_be_bytes());
-        for c in children {
-            out.extend_from_slice(&c.to_be_bytes());
-        }
-        let len = (out.len() - start - 4) as u32;
-        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-        out.resize(start + align_up(out.len() - start), 0);
-        self.written += (out.len() - start) as u64;
-        self.entries.push((path_hash(self.keys, p.as_bytes()), at));
-        if node.kind() != NodeKind::Persistent {
-            self.specials.push(at);
-        }
-        at
+        self.end_record(start, p.as_bytes(), node.ephemeral_owner, children, out)
     }
 
     /// Like `record`, from a record of another snapshot file: `prefix` is its bytes from the
@@ -790,15 +777,30 @@ impl FrozenWriter {
         children: &[u64],
         out: &mut Vec<u8>,
     ) -> u64 {
-        let at = self.written;
         let start = out.len();
-        let len = (prefix.len() + 4 + 8 * children.len()) as u32;
-        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[0u8; 4]);
         out.extend_from_slice(prefix);
+        self.end_record(start, path, owner, children, out)
+    }
+
+    /// Ends the record begun at `out[start..]` (a length placeholder, then path through
+    /// stat): appends the child list, fills in the length, pads to the alignment, and notes
+    /// the record for the index and the special list. Returns its file offset.
+    fn end_record(
+        &mut self,
+        start: usize,
+        path: &[u8],
+        owner: i64,
+        children: &[u64],
+        out: &mut Vec<u8>,
+    ) -> u64 {
+        let at = self.written;
         out.extend_from_slice(&(children.len() as u32).to_be_bytes());
         for c in children {
             out.extend_from_slice(&c.to_be_bytes());
         }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
         out.resize(start + align_up(out.len() - start), 0);
         self.written += (out.len() - start) as u64;
         self.entries.push((path_hash(self.keys, path), at));

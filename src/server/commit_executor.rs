@@ -17,10 +17,10 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use crate::config::Config;
 use crate::core::commit::{Attach, CommitCore, CoreConfig};
 use crate::core::tree::Trigger;
-use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX, TREE_MEMORY_RELEASE_DELAY_MS};
+use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX};
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
-use crate::server::rebase::{self, Progress, RebaseLink};
+use crate::server::rebase::{self, Rebasing};
 use crate::server::stats::ServerStats;
 use crate::server::wall_clock_ms;
 use crate::storage::log::encode_record;
@@ -45,10 +45,8 @@ struct CommitExecutor {
     shards: Vec<ConnectedSender<ToShard>>,
     stats: Arc<ServerStats>,
     reap_per_tick_max: usize,
-    /// A move of the tree onto the newest snapshot, while one is under way.
-    rebase: Option<RebaseLink>,
-    /// When to hand the memory of a replaced tree back to the system (see `settle_rebase`).
-    release_memory_at: Option<std::time::Instant>,
+    /// Moving the tree onto the newest snapshot (`server::rebase`).
+    rebase: Rebasing,
 }
 
 /// Runs the commit executor until every shard has hung up.
@@ -93,8 +91,7 @@ pub async fn run(
         shards,
         stats,
         reap_per_tick_max: per_tick,
-        rebase: None,
-        release_memory_at: None,
+        rebase: Rebasing::default(),
     };
     executor.publish_stats();
     let mut batch = Vec::with_capacity(COMMIT_BATCH_MAX);
@@ -271,13 +268,7 @@ impl CommitExecutor {
                     self.core.detach(session_id, connection);
                 }
                 ToCommit::ExpiryTick => {
-                    if self
-                        .release_memory_at
-                        .is_some_and(|at| at <= std::time::Instant::now())
-                    {
-                        self.release_memory_at = None;
-                        crate::server::memory::release_free_pages();
-                    }
+                    self.rebase.release_memory_if_due();
                     for session in self.core.expired_sessions(now) {
                         let owner = self.core.session_owner(session);
                         if let Some((header, txn)) =
@@ -314,10 +305,7 @@ impl CommitExecutor {
         // Group commit: one append and one fdatasync for the whole batch, before anything is
         // published or replied (rule R2). A failed sync is fatal: never retry-and-ack.
         if !records.is_empty() {
-            if let Some(link) = self.rebase.as_mut() {
-                let progress = link.offer(&records);
-                self.settle_rebase(progress);
-            }
+            self.rebase.offer(&records, &self.stats.commit);
             let next_zxid = self.core.last_zxid() + 1;
             let record_bytes = records.len() as u64;
             if let Err(e) = self.log.append_and_sync(records, next_zxid).await {
@@ -367,34 +355,12 @@ impl CommitExecutor {
 
     /// Swaps in the rebased tree if the snapshot thread has it ready; true if it did.
     fn poll_rebase(&mut self) -> bool {
-        let Some(link) = self.rebase.as_mut() else {
+        let Some(tree) = self.rebase.poll(self.core.last_zxid(), &self.stats.commit) else {
             return false;
         };
-        let progress = link.poll(self.core.last_zxid());
-        self.settle_rebase(progress)
-    }
-
-    fn settle_rebase(&mut self, progress: Progress) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        match progress {
-            Progress::Pending => false,
-            Progress::Abandoned(why) => {
-                eprintln!("zoo: snapshot rebase abandoned: {why}");
-                self.rebase = None;
-                self.stats.commit.rebases_abandoned.fetch_add(1, Relaxed);
-                false
-            }
-            Progress::Ready(tree) => {
-                self.rebase = None;
-                let old = self.core.replace_tree(tree);
-                self.stats.commit.rebases.fetch_add(1, Relaxed);
-                crate::server::memory::drop_later(old);
-                self.release_memory_at = Some(
-                    std::time::Instant::now() + Duration::from_millis(TREE_MEMORY_RELEASE_DELAY_MS),
-                );
-                true
-            }
-        }
+        let old = self.core.replace_tree(tree);
+        self.rebase.swapped(old);
+        true
     }
 
     /// Starts a new log segment at the next zxid and writes a snapshot of the current state
@@ -417,42 +383,8 @@ impl CommitExecutor {
         let sessions = SessionRecord::all_of(&self.core);
         let dir = self.snapshots.dir.clone();
         let in_progress = SnapshotInProgress(self.snapshots.in_progress.clone());
-        let feed = if self.snapshots.rebase {
-            let (link, feed) = rebase::link();
-            self.rebase = Some(link);
-            Some(feed)
-        } else {
-            None
-        };
-        let spawned = std::thread::Builder::new()
-            .name("zoo-snapshot".into())
-            .spawn(move || {
-                let _in_progress = in_progress;
-                let started = std::time::Instant::now();
-                match crate::storage::snapshot::write_snapshot(&dir, &tree, &sessions) {
-                    Ok(path) => {
-                        eprintln!(
-                            "zoo: wrote snapshot {} ({} nodes) in {:?}",
-                            path.display(),
-                            tree.node_count(),
-                            started.elapsed()
-                        );
-                        let zxid = tree.last_zxid();
-                        drop(tree);
-                        if let Some(feed) = feed {
-                            rebase_onto(&path, zxid, feed);
-                        }
-                    }
-                    // The log still holds everything: a failed snapshot costs only replay time.
-                    Err(e) => {
-                        eprintln!("zoo: snapshot at zxid {:#x} failed: {e}", tree.last_zxid())
-                    }
-                }
-            });
-        // A thread that failed to start dropped its closure, and with it the flag.
-        if let Err(e) = spawned {
-            eprintln!("zoo: cannot start the snapshot thread: {e}");
-        }
+        let feed = self.snapshots.rebase.then(|| self.rebase.start());
+        spawn_snapshot_thread(dir, tree, sessions, in_progress, feed);
     }
 
     fn publish_stats(&self) {
@@ -477,10 +409,49 @@ pub fn publish_commit_stats(core: &CommitCore, stats: &ServerStats) {
         .store(tree.overlay_len() as u64, Relaxed);
 }
 
+/// Writes a snapshot of `tree` on a background thread, which holds `in_progress` while it
+/// runs; with a `feed`, the thread then moves the executor's tree onto the file it wrote.
+pub(crate) fn spawn_snapshot_thread(
+    dir: std::path::PathBuf,
+    tree: crate::core::tree::DataTree,
+    sessions: Vec<SessionRecord>,
+    in_progress: SnapshotInProgress,
+    feed: Option<rebase::RebaseFeed>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("zoo-snapshot".into())
+        .spawn(move || {
+            let _in_progress = in_progress;
+            let started = std::time::Instant::now();
+            match crate::storage::snapshot::write_snapshot(&dir, &tree, &sessions) {
+                Ok(path) => {
+                    eprintln!(
+                        "zoo: wrote snapshot {} ({} nodes) in {:?}",
+                        path.display(),
+                        tree.node_count(),
+                        started.elapsed()
+                    );
+                    let zxid = tree.last_zxid();
+                    drop(tree);
+                    if let Some(feed) = feed {
+                        rebase_onto(&path, zxid, feed);
+                    }
+                }
+                // The log still holds everything: a failed snapshot costs only replay time.
+                Err(e) => eprintln!("zoo: snapshot at zxid {:#x} failed: {e}", tree.last_zxid()),
+            }
+        });
+    // A thread that failed to start dropped its closure, and with it the flag (and the feed,
+    // which abandons the move).
+    if let Err(e) = spawned {
+        eprintln!("zoo: cannot start the snapshot thread: {e}");
+    }
+}
+
 /// On the snapshot thread: maps the snapshot just written and replays onto it what the commit
 /// executor streams (`server::rebase`). A snapshot that does not load is reported and the
 /// rebase dropped; the server keeps its tree.
-pub(crate) fn rebase_onto(path: &std::path::Path, zxid: i64, feed: rebase::RebaseFeed) {
+fn rebase_onto(path: &std::path::Path, zxid: i64, feed: rebase::RebaseFeed) {
     match crate::storage::snapshot::load_snapshot(path, |_, _| {}) {
         Ok(loaded) if loaded.header.zxid == zxid => feed.catch_up(loaded.tree),
         Ok(_) => eprintln!("zoo: snapshot {} has another zxid", path.display()),

@@ -23,8 +23,96 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 
 use crate::core::tree::DataTree;
-use crate::server::limits::{REBASE_BACKLOG_BYTES_MAX, REBASE_QUEUE_BATCHES_MAX};
+use crate::server::limits::{
+    REBASE_BACKLOG_BYTES_MAX, REBASE_QUEUE_BATCHES_MAX, TREE_MEMORY_RELEASE_DELAY_MS,
+};
+use crate::server::stats::CommitStats;
 use crate::storage::log::{RECORD_HEADER_BYTES, decode_record};
+
+/// An executor's side of moving onto its snapshots (standalone and replicated alike): the
+/// link while a move is under way, and when to return memory to the system after the last
+/// swap (`server::memory`).
+#[derive(Default)]
+pub struct Rebasing {
+    link: Option<RebaseLink>,
+    release_memory_at: Option<std::time::Instant>,
+}
+
+impl Rebasing {
+    /// Starts a move onto the snapshot being written now; returns the snapshot thread's end.
+    pub fn start(&mut self) -> RebaseFeed {
+        let (link, feed) = link();
+        self.link = Some(link);
+        feed
+    }
+
+    /// Gives up the move under way (the executor's tree is being replaced from elsewhere).
+    pub fn abandon(&mut self) {
+        self.link = None;
+    }
+
+    pub fn is_under_way(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Offers a committed batch (see [`RebaseLink::offer`]); a full queue abandons the move.
+    pub fn offer(&mut self, batch: &[u8], stats: &CommitStats) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let progress = link.offer(batch);
+        assert!(
+            self.settle(progress, stats).is_none(),
+            "an offer never completes a move"
+        );
+    }
+
+    /// The moved tree, caught up to `live_zxid`, once the snapshot thread has it: the caller
+    /// swaps it in and passes what it replaced to [`Rebasing::swapped`].
+    pub fn poll(&mut self, live_zxid: i64, stats: &CommitStats) -> Option<DataTree> {
+        let progress = self.link.as_mut()?.poll(live_zxid);
+        self.settle(progress, stats)
+    }
+
+    fn settle(&mut self, progress: Progress, stats: &CommitStats) -> Option<DataTree> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match progress {
+            Progress::Pending => None,
+            Progress::Abandoned(why) => {
+                eprintln!("zoo: snapshot rebase abandoned: {why}");
+                self.link = None;
+                stats.rebases_abandoned.fetch_add(1, Relaxed);
+                None
+            }
+            Progress::Ready(tree) => {
+                self.link = None;
+                stats.rebases.fetch_add(1, Relaxed);
+                Some(tree)
+            }
+        }
+    }
+
+    /// After a swap: frees the replaced trees later, off the commit path, and schedules
+    /// returning their memory `TREE_MEMORY_RELEASE_DELAY_MS` from now.
+    pub fn swapped(&mut self, replaced: impl Send + 'static) {
+        crate::server::memory::drop_later(replaced);
+        self.release_memory_at = Some(
+            std::time::Instant::now()
+                + std::time::Duration::from_millis(TREE_MEMORY_RELEASE_DELAY_MS),
+        );
+    }
+
+    /// On a timer tick: returns free memory to the system if a swap scheduled it and it is due.
+    pub fn release_memory_if_due(&mut self) {
+        if self
+            .release_memory_at
+            .is_some_and(|at| at <= std::time::Instant::now())
+        {
+            self.release_memory_at = None;
+            crate::server::memory::release_free_pages();
+        }
+    }
+}
 
 /// Encoded log records of one commit batch, as appended to the log.
 pub type RecordBatch = Arc<Vec<u8>>;

@@ -99,25 +99,14 @@ impl Ensemble {
         let dir = self.snapshot_dir.clone();
         let in_progress =
             crate::server::commit_executor::SnapshotInProgress(self.snapshots.in_progress.clone());
-        let feed = self.start_rebase();
-        // A thread that fails to start drops its closure, and with it the flag (and the feed,
-        // which abandons the rebase).
-        let _ = std::thread::Builder::new()
-            .name("zoo-snapshot".into())
-            .spawn(move || {
-                let _in_progress = in_progress;
-                match snapshot::write_snapshot(&dir, &tree, &sessions) {
-                    Ok(path) => {
-                        eprintln!("zoo: wrote snapshot {}", path.display());
-                        let zxid = tree.last_zxid();
-                        drop(tree);
-                        if let Some(feed) = feed {
-                            crate::server::commit_executor::rebase_onto(&path, zxid, feed);
-                        }
-                    }
-                    Err(e) => eprintln!("zoo: snapshot failed: {e}"),
-                }
-            });
+        let feed = self.config.snapshot_rebase.then(|| self.rebase.start());
+        crate::server::commit_executor::spawn_snapshot_thread(
+            dir,
+            tree,
+            sessions,
+            in_progress,
+            feed,
+        );
     }
 
     /// Builds the committed state as snapshot bytes for followers the log cannot reach; the
@@ -183,7 +172,7 @@ impl Ensemble {
         // watch events between the old state and the snapshot cannot be produced.
         self.close_all_clients();
         let config = crate::server::commit_executor::core_config(&self.config);
-        self.abandon_rebase();
+        self.rebase.abandon();
         self.applied = CommitCore::restore(config, loaded.tree, sessions, wall_clock_ms());
         self.restart_log(zxid).await;
         self.replica.snapshot_installed(zxid);

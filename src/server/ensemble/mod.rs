@@ -39,7 +39,7 @@ use crate::server::commit_executor::{
 };
 use crate::server::limits::{
     COMMIT_BATCH_MAX, FORWARD_TIMEOUT_MS, PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX,
-    RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES, TREE_MEMORY_RELEASE_DELAY_MS,
+    RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
@@ -137,11 +137,9 @@ struct Ensemble {
     spec_sessions: Vec<(TxnHeader, Txn)>,
     /// A catch-up snapshot arriving in pieces: (from, term, zxid, total, bytes so far).
     incoming_snapshot: Option<(NodeId, u64, i64, u64, Vec<u8>)>,
-    /// A move of the applied tree onto this server's newest snapshot, while one is under way
-    /// (`server::rebase`, as standalone; see `rebase.rs` here for the leader's trees).
-    rebase: Option<crate::server::rebase::RebaseLink>,
-    /// When to hand the memory of a replaced tree back to the system.
-    release_memory_at: Option<std::time::Instant>,
+    /// Moving the applied tree onto this server's newest snapshot (`server::rebase`, as
+    /// standalone; see `rebase.rs` here for the leader's trees).
+    rebase: crate::server::rebase::Rebasing,
 }
 
 struct SnapshotState {
@@ -306,8 +304,7 @@ pub async fn run(
         spec_triggers: Vec::new(),
         spec_sessions: Vec::new(),
         incoming_snapshot: None,
-        rebase: None,
-        release_memory_at: None,
+        rebase: Default::default(),
         // Read-only session ids: this server's id in the top byte, a distinct range below.
         next_read_only_session: (me << 56) | (0xff << 48) | (wall_clock_ms() & 0xffff_ffff),
         config,
@@ -569,13 +566,7 @@ impl Ensemble {
                 self.propose_each(candidates, |spec, p, scratch| spec.reap(&p, now, scratch));
             }
             ToCommit::RaftTick => {
-                if self
-                    .release_memory_at
-                    .is_some_and(|at| at <= std::time::Instant::now())
-                {
-                    self.release_memory_at = None;
-                    crate::server::memory::release_free_pages();
-                }
+                self.rebase.release_memory_if_due();
                 self.replica.tick();
                 self.expire_forwarded(now);
                 let ready: Vec<_> = std::mem::take(&mut *self.catch_up.lock().expect("no panic"));

@@ -14,75 +14,35 @@
 
 use super::*;
 use crate::core::tree::DataTree;
-use crate::server::rebase::{self as stream, Progress};
 
 impl Ensemble {
-    /// Starts a rebase for a snapshot of the applied tree being written now; returns the
-    /// snapshot thread's end, or None where `zoo.snapshot_rebase` is off.
-    pub(super) fn start_rebase(&mut self) -> Option<stream::RebaseFeed> {
-        if !self.config.snapshot_rebase {
-            return None;
-        }
-        let (link, feed) = stream::link();
-        self.rebase = Some(link);
-        Some(feed)
-    }
-
-    /// Gives up a rebase under way: the applied tree is being replaced from elsewhere (the
-    /// leader's snapshot), so the replayed one would not match it.
-    pub(super) fn abandon_rebase(&mut self) {
-        self.rebase = None;
-    }
-
     /// Streams the entries applied since `applied_before` to the snapshot thread.
     pub(super) fn offer_to_rebase(&mut self, applied_before: i64) {
         let applied = self.applied.last_zxid();
-        if applied <= applied_before {
+        if applied <= applied_before || !self.rebase.is_under_way() {
             return;
         }
-        let Some(link) = self.rebase.as_mut() else {
-            return;
-        };
         let mut records = Vec::new();
         for entry in self.replica.entries_between(applied_before, applied) {
             records.extend_from_slice(&entry.payload);
         }
-        let progress = link.offer(&records);
-        self.settle_rebase(progress);
+        self.rebase.offer(&records, &self.stats.commit);
     }
 
-    /// Swaps in the rebased tree if the snapshot thread has it ready.
+    /// Swaps in the rebased tree if the snapshot thread has it ready (and, on the leader,
+    /// rebuilds the trees built on the old one).
     pub(super) fn poll_rebase(&mut self) {
-        let Some(link) = self.rebase.as_mut() else {
+        let Some(tree) = self
+            .rebase
+            .poll(self.applied.last_zxid(), &self.stats.commit)
+        else {
             return;
         };
-        let progress = link.poll(self.applied.last_zxid());
-        self.settle_rebase(progress);
-    }
-
-    fn settle_rebase(&mut self, progress: Progress) {
-        use std::sync::atomic::Ordering::Relaxed;
-        match progress {
-            Progress::Pending => {}
-            Progress::Abandoned(why) => {
-                eprintln!("zoo: snapshot rebase abandoned: {why}");
-                self.rebase = None;
-                self.stats.commit.rebases_abandoned.fetch_add(1, Relaxed);
-            }
-            Progress::Ready(tree) => {
-                self.rebase = None;
-                let old = self.applied.replace_tree(tree);
-                let old_leader_trees = self.rebase_speculative();
-                self.stats.commit.rebases.fetch_add(1, Relaxed);
-                // Shards move to the rebased tree with the next publication.
-                self.changed = true;
-                crate::server::memory::drop_later((old, old_leader_trees));
-                self.release_memory_at = Some(
-                    std::time::Instant::now()
-                        + std::time::Duration::from_millis(TREE_MEMORY_RELEASE_DELAY_MS),
-                );
-            }
-        }
+        let old = self.applied.replace_tree(tree);
+        let old_leader_trees = self.rebase_speculative();
+        // Shards move to the rebased tree with the next publication.
+        self.changed = true;
+        self.rebase.swapped((old, old_leader_trees));
     }
 
     /// Leader: rebuilds the sealed and speculative trees on the applied tree just swapped in
