@@ -109,7 +109,7 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
         recovery::recover_state(core_config, &snapshot_dir, &log_dir, now, progress)
             .map(|(core, report)| (zoo::server::Start::Standalone(core), report))
     };
-    let (start, report) = match recovered {
+    let (start, mut report) = match recovered {
         Ok(v) => v,
         Err(e) => {
             eprintln!("zoo: cannot start: {e}");
@@ -121,6 +121,9 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     eprintln!("zoo: recovery: {report}");
+    if let Some(check) = report.deferred_check.take() {
+        zoo::server::snapshot_check::run_in_background(check);
+    }
     match zoo::server::run(config, start) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

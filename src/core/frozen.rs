@@ -1,10 +1,11 @@
-//! A tree frozen in a snapshot's bytes (docs/FORMAT.md, "Snapshots", format 2): nodes are
+//! A tree frozen in a snapshot's bytes (docs/FORMAT.md, "Snapshots", format 3): nodes are
 //! found through the file's path index and decoded only when they are read or changed, so a
 //! restart does not rebuild the tree node by node.
 //!
-//! [`FrozenTree::open`] checks the whole structure once (no allocation per node); after that a
-//! lookup or decode cannot fail on any input that passed, so it asserts instead of returning
-//! errors. The bytes are any immutable buffer: a read-only file mapping in the server, a
+//! [`FrozenTree::check`] checks the whole structure once (no allocation per node); after that
+//! a lookup or decode cannot fail on any input that passed, so it asserts instead of
+//! returning errors. [`FrozenTree::map`] checks only what start-up reads first; start-up
+//! runs the full check in the background on a file whose checksum matched. The bytes are any immutable buffer: a read-only file mapping in the server, a
 //! `Vec<u8>` in tests and the simulation. This module does no I/O.
 
 use std::hash::Hasher;
@@ -216,6 +217,12 @@ fn parse_record(b: &[u8], at: usize, limit: usize) -> Result<RecordLayout, Corru
     })
 }
 
+/// The path bytes of the record said to start at `at`, if they lie inside the file.
+fn stored_path(b: &[u8], at: usize) -> Option<&[u8]> {
+    let len = u32_at(b, at.checked_add(4)?)? as usize;
+    b.get(at + 8..(at + 8).checked_add(len)?)
+}
+
 fn align_up(at: usize) -> usize {
     at.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
 }
@@ -225,16 +232,19 @@ pub struct FrozenTree {
     source: Box<dyn FrozenBytes>,
     keys: (u64, u64),
     nodes_at: usize,
+    nodes_end: usize,
     root_at: usize,
     index_at: usize,
     slot_mask: usize,
     node_count: u64,
     /// Data bytes of every node plus path bytes of every node but the root
-    /// (`approximateDataSize`, as the live tree counts it).
+    /// (`approximateDataSize`, as the live tree counts it): the trailer's figure, which
+    /// [`FrozenTree::check`] confirms.
     data_bytes: u64,
     specials: Vec<usize>,
-    /// Built while the index is checked; see [`PathFilter`].
-    absent: PathFilter,
+    /// Built by [`FrozenTree::check`]; see [`PathFilter`]. Until then every lookup probes
+    /// the index.
+    absent: std::sync::OnceLock<PathFilter>,
 }
 
 /// A Bloom filter over the path hashes of a file's nodes, in memory. Most lookups of a path
@@ -294,9 +304,21 @@ pub struct BodyShape {
 }
 
 impl FrozenTree {
-    /// Checks the body of a snapshot whose header and checksums already passed
-    /// (docs/FORMAT.md, "Loading", steps 2 to 4).
+    /// Maps and fully checks the body of a snapshot whose header and checksums already passed
+    /// (docs/FORMAT.md, "Loading", steps 2 to 4): [`FrozenTree::map`] then
+    /// [`FrozenTree::check`].
     pub fn open(source: Box<dyn FrozenBytes>, shape: BodyShape) -> Result<FrozenTree, Corrupt> {
+        let tree = FrozenTree::map(source, shape)?;
+        tree.check()?;
+        Ok(tree)
+    }
+
+    /// The checks that read only the trailer, the root and the special nodes (docs/FORMAT.md,
+    /// "Loading", step 2 and the start-up part of step 3): what start-up needs before it can
+    /// restore sessions and replay the log. The rest of the structure is checked by
+    /// [`FrozenTree::check`], which start-up runs in the background on a file whose body
+    /// checksum matched (FORMAT.md says why that is safe).
+    pub fn map(source: Box<dyn FrozenBytes>, shape: BodyShape) -> Result<FrozenTree, Corrupt> {
         let b = source.bytes();
         let file_len = b.len();
         let trailer_at = match file_len.checked_sub(TRAILER_BYTES) {
@@ -312,11 +334,8 @@ impl FrozenTree {
             slots,
             k0,
             k1,
-            zero,
+            data_bytes,
         ] = std::array::from_fn(field);
-        if zero != 0 {
-            return corrupt(trailer_at + 56, "reserved trailer bytes are not zero");
-        }
         let nodes_at = shape
             .session_count
             .checked_mul(SESSION_RECORD_BYTES as u64)
@@ -348,59 +367,112 @@ impl FrozenTree {
         if special_count.checked_mul(8) != Some(index_at - specials_at - 8) {
             return corrupt(specials_at, "special node count does not fit its section");
         }
-        let mut tree = FrozenTree {
+        let in_nodes = |at: u64| {
+            at >= nodes_at as u64
+                && at < nodes_end as u64
+                && (at as usize).is_multiple_of(RECORD_ALIGN)
+        };
+        // The root: the last record, "/", persistent.
+        let root = in_nodes(root_at)
+            .then(|| parse_record(b, root_at as usize, nodes_end).ok())
+            .flatten();
+        let root_ok = root.is_some_and(|r| {
+            &b[r.path.0..r.path.1] == b"/"
+                && u64_at(b, r.stat_at + 44) == Some(0)
+                && align_up(r.end) == nodes_end
+                && b[r.end..nodes_end].iter().all(|&x| x == 0)
+        });
+        if !root_ok {
+            return corrupt(
+                trailer_at + 8,
+                "the root is not a persistent \"/\" ending the nodes",
+            );
+        }
+        let mut specials = Vec::with_capacity(special_count);
+        for i in 0..special_count {
+            let entry_at = specials_at + 8 + 8 * i;
+            let at = u64_at(b, entry_at).expect("inside the body");
+            let increasing = specials.last().is_none_or(|&last| at as usize > last);
+            let record = (in_nodes(at) && increasing)
+                .then(|| parse_record(b, at as usize, nodes_end).ok())
+                .flatten();
+            let is_special = record.is_some_and(|r| {
+                let owner = u64_at(b, r.stat_at + 44).expect("stat checked") as i64;
+                let kind = node_kind(owner);
+                kind != NodeKind::Persistent
+                    && !(matches!(kind, NodeKind::Ephemeral(_)) && r.child_count > 0)
+                    && std::str::from_utf8(&b[r.path.0..r.path.1])
+                        .is_ok_and(|p| p != "/" && path::validate(p).is_ok())
+            });
+            if !is_special {
+                return corrupt(entry_at, "special list entry is not a non-persistent node");
+            }
+            specials.push(at as usize);
+        }
+        Ok(FrozenTree {
             keys: (k0, k1),
             nodes_at,
+            nodes_end,
             root_at: root_at as usize,
             index_at,
             slot_mask: slots as usize - 1,
             node_count: shape.node_count,
-            data_bytes: 0,
-            specials: Vec::with_capacity(special_count),
-            source: Box::new(Vec::new()),
-            absent: PathFilter::for_nodes(0),
-        };
-        let mut absent = PathFilter::for_nodes(shape.node_count);
-        let (data_bytes, non_persistent, is_start) = tree.check_nodes(b, nodes_end, &mut absent)?;
-        tree.data_bytes = data_bytes;
-        tree.absent = absent;
-        for i in 0..special_count {
-            let entry_at = specials_at + 8 + 8 * i;
-            let at = u64_at(b, entry_at).expect("inside the body") as usize;
-            let increasing = tree.specials.last().is_none_or(|&last| at > last);
-            let is_special =
-                is_start(at) && node_kind(tree.owner_at(b, at)) != NodeKind::Persistent;
-            if !increasing || !is_special {
-                return corrupt(entry_at, "special list entry is not a non-persistent node");
-            }
-            tree.specials.push(at);
+            data_bytes,
+            specials,
+            absent: std::sync::OnceLock::new(),
+            source,
+        })
+    }
+
+    /// The whole structure (docs/FORMAT.md, "Loading", steps 3 and 4): every record, every
+    /// child link, the index, the special list and the trailer's data byte count. Fills the
+    /// path filter on success. Reads every page of the file once; they are released after.
+    pub fn check(&self) -> Result<(), Corrupt> {
+        let b = self.bytes();
+        let mut absent = PathFilter::for_nodes(self.node_count);
+        let (data_bytes, non_persistent, is_start) =
+            self.check_nodes(b, self.nodes_end, &mut absent)?;
+        let trailer_at = b.len() - TRAILER_BYTES;
+        if data_bytes != self.data_bytes {
+            return corrupt(
+                trailer_at + 56,
+                "data byte count does not match the records",
+            );
         }
-        if special_count != non_persistent {
-            return corrupt(specials_at, "special list does not name every special node");
+        if let Some(&at) = self.specials.iter().find(|&&at| !is_start(at)) {
+            return corrupt(at, "special list entry is not the start of a record");
         }
-        let occupied = |i: usize| u64_at(b, index_at + 8 * i).expect("index in bounds") != 0;
-        let used = (0..slots as usize).filter(|&i| occupied(i)).count();
-        if used as u64 != shape.node_count {
-            return corrupt(index_at, "index holds other entries than the nodes");
+        if self.specials.len() != non_persistent {
+            return corrupt(
+                self.nodes_end,
+                "special list does not name every special node",
+            );
+        }
+        let slots = self.slot_mask + 1;
+        let occupied = |i: usize| u64_at(b, self.index_at + 8 * i).expect("index in bounds") != 0;
+        let used = (0..slots).filter(|&i| occupied(i)).count();
+        if used as u64 != self.node_count {
+            return corrupt(self.index_at, "index holds other entries than the nodes");
         }
         // A probe walks a run of occupied slots to its end: bound the longest run (counted
         // around the wrap, from an empty slot, which exists because slots > nodes).
-        let empty = (0..slots as usize)
+        let empty = (0..slots)
             .find(|&i| !occupied(i))
             .expect("fewer nodes than slots");
         let mut run = 0;
-        for k in 1..=slots as usize {
-            run = if occupied((empty + k) & tree.slot_mask) {
+        for k in 1..=slots {
+            run = if occupied((empty + k) & self.slot_mask) {
                 run + 1
             } else {
                 0
             };
             if run > INDEX_RUN_MAX {
-                return corrupt(index_at, "an index cluster too long to probe");
+                return corrupt(self.index_at, "an index cluster too long to probe");
             }
         }
-        tree.source = source;
-        Ok(tree)
+        let _ = self.absent.set(absent);
+        self.release_resident_pages();
+        Ok(())
     }
 
     /// Step 3 and the index half of step 4: returns the data bytes, the number of
@@ -568,26 +640,29 @@ impl FrozenTree {
         None
     }
 
-    /// The record offset of `p`, if the frozen tree holds it.
+    /// The record offset of `p`, if the frozen tree holds it. Safe on a file that only passed
+    /// [`FrozenTree::map`]: the probe is bounded and an entry pointing at no record reads
+    /// as a mismatch.
     pub fn find(&self, p: &str) -> Option<usize> {
         let b = self.bytes();
         let hash = path_hash(self.keys, p.as_bytes());
-        if !self.absent.may_contain(hash) {
+        if self.absent.get().is_some_and(|f| !f.may_contain(hash)) {
             return None;
         }
         let tag = hash & !OFFSET_MASK;
         let mut slot = hash as usize & self.slot_mask;
-        loop {
+        for _ in 0..=self.slot_mask {
             match u64_at(b, self.index_at + 8 * slot).expect("index in bounds") {
                 0 => return None,
                 v if v & !OFFSET_MASK == tag
-                    && self.path_bytes_at(b, (v & OFFSET_MASK) as usize) == p.as_bytes() =>
+                    && stored_path(b, (v & OFFSET_MASK) as usize) == Some(p.as_bytes()) =>
                 {
                     return Some((v & OFFSET_MASK) as usize);
                 }
                 _ => slot = (slot + 1) & self.slot_mask,
             }
         }
+        None
     }
 
     pub fn contains(&self, p: &str) -> bool {
@@ -728,6 +803,8 @@ pub struct FrozenWriter {
     /// (hash, record offset) of every record so far.
     entries: Vec<(u64, u64)>,
     specials: Vec<u64>,
+    /// The trailer's data byte count, as the records add up.
+    data_bytes: u64,
     pub written: u64,
 }
 
@@ -739,6 +816,7 @@ impl FrozenWriter {
             keys,
             entries: Vec::new(),
             specials: Vec::new(),
+            data_bytes: 0,
             written: start,
         }
     }
@@ -795,6 +873,17 @@ impl FrozenWriter {
         out: &mut Vec<u8>,
     ) -> u64 {
         let at = self.written;
+        // After the length placeholder: the path's length and bytes, then the data's length.
+        let data_len_at = start + 8 + path.len();
+        let data_len = i32::from_be_bytes(
+            out[data_len_at..data_len_at + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        if path != b"/" {
+            self.data_bytes += path.len() as u64;
+        }
+        self.data_bytes += data_len.max(0) as u64;
         out.extend_from_slice(&(children.len() as u32).to_be_bytes());
         for c in children {
             out.extend_from_slice(&c.to_be_bytes());
@@ -845,7 +934,7 @@ impl FrozenWriter {
             slots,
             self.keys.0,
             self.keys.1,
-            0,
+            self.data_bytes,
         ] {
             out.extend_from_slice(&v.to_be_bytes());
         }
@@ -1071,7 +1160,7 @@ mod tests {
         tree.walk("/", &mut |p, _| assert!(frozen.find(p).is_some(), "{p}"));
         let stopped = (0..5_000)
             .map(|i| path_hash(frozen.keys, format!("/f/absent{i}").as_bytes()))
-            .filter(|h| !frozen.absent.may_contain(*h))
+            .filter(|h| !frozen.absent.get().unwrap().may_contain(*h))
             .count();
         assert!(
             stopped > 4_500,

@@ -423,18 +423,19 @@ pub(crate) fn spawn_snapshot_thread(
         .spawn(move || {
             let _in_progress = in_progress;
             let started = std::time::Instant::now();
-            match crate::storage::snapshot::write_snapshot(&dir, &tree, &sessions) {
-                Ok(path) => {
+            match crate::storage::snapshot::write_checked_snapshot(&dir, &tree, &sessions) {
+                Ok((path, loaded)) => {
                     eprintln!(
                         "zoo: wrote snapshot {} ({} nodes) in {:?}",
                         path.display(),
                         tree.node_count(),
                         started.elapsed()
                     );
-                    let zxid = tree.last_zxid();
                     drop(tree);
+                    // The check before the rename mapped the file: the move onto it serves
+                    // that mapping.
                     if let Some(feed) = feed {
-                        rebase_onto(&path, zxid, feed);
+                        feed.catch_up(loaded.tree);
                     }
                 }
                 // The log still holds everything: a failed snapshot costs only replay time.
@@ -445,17 +446,6 @@ pub(crate) fn spawn_snapshot_thread(
     // which abandons the move).
     if let Err(e) = spawned {
         eprintln!("zoo: cannot start the snapshot thread: {e}");
-    }
-}
-
-/// On the snapshot thread: maps the snapshot just written and replays onto it what the commit
-/// executor streams (`server::rebase`). A snapshot that does not load is reported and the
-/// rebase dropped; the server keeps its tree.
-fn rebase_onto(path: &std::path::Path, zxid: i64, feed: rebase::RebaseFeed) {
-    match crate::storage::snapshot::load_snapshot(path, |_, _| {}) {
-        Ok(loaded) if loaded.header.zxid == zxid => feed.catch_up(loaded.tree),
-        Ok(_) => eprintln!("zoo: snapshot {} has another zxid", path.display()),
-        Err(e) => eprintln!("zoo: cannot map the snapshot just written: {e}"),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod peer;
 pub mod rebase;
 pub mod shard;
+pub mod snapshot_check;
 pub mod stats;
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,7 +1,9 @@
 //! Snapshots: one consistent state (tree and sessions) in an immutable, checksummed file
-//! (layout and crash cases in docs/FORMAT.md, format 2). Written by a background thread from
-//! an O(1) clone of the persistent tree; loaded by mapping the file and serving it in place
-//! (`core::frozen`): only the checks read every node, nothing is decoded up front.
+//! (layout and crash cases in docs/FORMAT.md, format 3). Written by a background thread from
+//! an O(1) clone of the persistent tree and fully checked before it is renamed into place;
+//! loaded by mapping the file and serving it in place (`core::frozen`): only the checks read
+//! every node, nothing is decoded up front. At start-up the structure check runs in the
+//! background ([`DeferredCheck`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
@@ -14,8 +16,8 @@ use crate::jute::Writer;
 
 /// Magic of every format; the version field says which.
 pub const SNAPSHOT_MAGIC_PREFIX: &[u8; 7] = b"ZOOSNAP";
-pub const SNAPSHOT_MAGIC: &[u8; 8] = b"ZOOSNAP2";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"ZOOSNAP3";
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 pub const SNAPSHOT_HEADER_BYTES: usize = 64;
 /// Bytes between progress reports when loading.
 const PROGRESS_INTERVAL_BYTES: usize = 64 * 1024 * 1024;
@@ -163,13 +165,25 @@ pub fn encode_header(h: &SnapshotHeader) -> [u8; SNAPSHOT_HEADER_BYTES] {
     b
 }
 
-/// Writes `tree` and `sessions` as `dir/snapshot.<zxid>` (temp file, fsync, rename, directory
-/// fsync). Returns the final path.
+/// Writes `tree` and `sessions` as `dir/snapshot.<zxid>` (temp file, fsync, full check,
+/// rename, directory fsync). Returns the final path.
 pub fn write_snapshot(
     dir: &Path,
     tree: &DataTree,
     sessions: &[SessionRecord],
 ) -> io::Result<PathBuf> {
+    write_checked_snapshot(dir, tree, sessions).map(|(path, _)| path)
+}
+
+/// As [`write_snapshot`], also returning the snapshot as loaded by the check, to be served.
+/// A file that fails the check is removed and never renamed into place: every
+/// `snapshot.<zxid>` passed the full check in the process that wrote it (docs/FORMAT.md,
+/// "Loading", relies on it).
+pub fn write_checked_snapshot(
+    dir: &Path,
+    tree: &DataTree,
+    sessions: &[SessionRecord],
+) -> io::Result<(PathBuf, LoadedSnapshot)> {
     fs::create_dir_all(dir)?;
     let zxid = tree.last_zxid();
     let final_path = dir.join(snapshot_name(zxid));
@@ -229,9 +243,29 @@ pub fn write_snapshot(
     file.write_all(&encode_header(&header))?;
     file.sync_all()?;
     drop(file);
-    fs::rename(&temp_path, &final_path)?;
+    let loaded =
+        check_then_rename(&temp_path, &final_path)?.map_err(|e| io::Error::other(e.to_string()))?;
+    Ok((final_path, loaded))
+}
+
+/// Loads `temp` with the full check, then renames it to `final_path` and fsyncs the
+/// directory. A file that fails the check is removed (the inner error); the outer one is a
+/// failed rename or directory fsync.
+pub fn check_then_rename(
+    temp: &Path,
+    final_path: &Path,
+) -> io::Result<Result<LoadedSnapshot, SnapshotError>> {
+    let loaded = match load_snapshot(temp, |_, _| {}) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = fs::remove_file(temp);
+            return Ok(Err(e));
+        }
+    };
+    fs::rename(temp, final_path)?;
+    let dir = final_path.parent().unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()?;
-    Ok(final_path)
+    Ok(Ok(loaded))
 }
 
 /// Reads and checks a snapshot's header.
@@ -289,16 +323,46 @@ pub struct LoadedSnapshot {
     pub sessions: Vec<SessionRecord>,
 }
 
-/// Maps and checks a snapshot (docs/FORMAT.md, "Loading"); the tree is served from the
+/// Maps and fully checks a snapshot (docs/FORMAT.md, "Loading"); the tree is served from the
 /// mapping. `progress(done_bytes, total_bytes)` is called now and then for large files.
 pub fn load_snapshot(
     path: &Path,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<LoadedSnapshot, SnapshotError> {
+    let (loaded, check) = map_snapshot(path, progress)?;
+    check.run()?;
+    Ok(loaded)
+}
+
+/// The structure check of a snapshot that start-up mapped with [`map_snapshot`].
+#[derive(Debug)]
+pub struct DeferredCheck {
+    pub file: PathBuf,
+    tree: Arc<FrozenTree>,
+}
+
+impl DeferredCheck {
+    /// The full check (docs/FORMAT.md, "Loading", steps 3 and 4).
+    pub fn run(&self) -> Result<(), SnapshotError> {
+        self.tree.check().map_err(|c| SnapshotError::Corrupt {
+            file: self.file.clone(),
+            offset: c.offset,
+            reason: c.reason,
+        })
+    }
+}
+
+/// Maps a snapshot and checks its header, both checksums, the trailer, the root and the
+/// special nodes: what start-up needs. The rest of the structure is left to the returned
+/// [`DeferredCheck`], which must run before anything else trusts the file.
+pub fn map_snapshot(
+    path: &Path,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(LoadedSnapshot, DeferredCheck), SnapshotError> {
     let file = File::open(path).map_err(|e| SnapshotError::Io(path.to_owned(), e))?;
     // SAFETY: snapshots are immutable once renamed into place: nothing writes to or
     // truncates them (purging unlinks, which leaves a mapping readable).
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+    let map = unsafe { memmap2::MmapOptions::new().map(&file) }
         .map_err(|e| SnapshotError::Io(path.to_owned(), e))?;
     let bytes: &[u8] = &map;
     let header = read_header(path, bytes)?;
@@ -343,13 +407,21 @@ pub fn load_snapshot(
         node_count: header.node_count,
         session_count: header.session_count,
     };
-    let frozen = FrozenTree::open(Box::new(map), shape).map_err(|c| corrupt(c.offset, c.reason))?;
+    let frozen = FrozenTree::map(Box::new(map), shape).map_err(|c| corrupt(c.offset, c.reason))?;
+    // The checksum pass read every page; the check or the lookups read back what they need.
     frozen.release_resident_pages();
-    Ok(LoadedSnapshot {
-        header,
-        tree: DataTree::from_frozen(Arc::new(frozen), header.zxid),
-        sessions,
-    })
+    let frozen = Arc::new(frozen);
+    Ok((
+        LoadedSnapshot {
+            header,
+            tree: DataTree::from_frozen(frozen.clone(), header.zxid),
+            sessions,
+        },
+        DeferredCheck {
+            file: path.to_owned(),
+            tree: frozen,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -620,6 +692,91 @@ mod tests {
             rejected > 0 && accepted > 0,
             "{rejected} rejected, {accepted} accepted"
         );
+    }
+
+    /// Start-up serves a file that passed only `map_snapshot` while the full check runs in
+    /// the background. For every resealed change that `map_snapshot` lets through, what
+    /// start-up reads before the check (sessions, the special nodes, path lookups) works
+    /// without a panic; and the full check still rejects what the full load rejects.
+    #[test]
+    fn a_resealed_change_that_passes_the_start_up_checks_is_safe_to_restore_and_probe() {
+        let dir = temp_dir("reseal-map");
+        let tree = sample_tree(9, 60);
+        let sessions = [SessionRecord {
+            id: 77,
+            timeout_ms: 4000,
+            password: [1; 16],
+        }];
+        let path = write_snapshot(&dir, &tree, &sessions).unwrap();
+        let good = fs::read(&path).unwrap();
+        let mut paths = Vec::new();
+        tree.walk("/", &mut |p, _| paths.push(p.to_string()));
+        let (mut at_start, mut in_background) = (0, 0);
+        for at in SNAPSHOT_HEADER_BYTES..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x04;
+            reseal(&mut bad);
+            fs::write(&path, &bad).unwrap();
+            let full = load_snapshot(&path, |_, _| {}).is_ok();
+            match map_snapshot(&path, |_, _| {}) {
+                Err(SnapshotError::Corrupt { .. }) => {
+                    assert!(!full, "map refused what the full load accepts, at {at}");
+                    at_start += 1;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+                Ok((loaded, check)) => {
+                    let frozen = loaded
+                        .tree
+                        .frozen_tree()
+                        .expect("served from the file")
+                        .clone();
+                    let specials: Vec<_> = frozen.special_nodes().collect();
+                    let restored = crate::core::commit::CommitCore::restore(
+                        crate::core::commit::CoreConfig::default(),
+                        loaded.tree,
+                        loaded
+                            .sessions
+                            .iter()
+                            .map(|s| (s.id, s.timeout_ms, s.password)),
+                        0,
+                    );
+                    assert_eq!(restored.tree().node_count(), frozen.node_count() as usize);
+                    assert!(specials.iter().all(|(p, _)| p.starts_with('/')));
+                    for p in &paths {
+                        let _ = frozen.find(p);
+                    }
+                    if check.run().is_err() {
+                        in_background += 1;
+                    }
+                    assert_eq!(check.run().is_ok(), full, "at {at}");
+                }
+            }
+        }
+        assert!(
+            at_start > 0 && in_background > 0,
+            "{at_start} refused at start, {in_background} by the background check"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_that_fails_its_check_is_never_renamed_into_place() {
+        let dir = temp_dir("check-rename");
+        let tree = sample_tree(3, 20);
+        let path = write_snapshot(&dir, &tree, &[]).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let temp = dir.join("snapshot.00000000000000ff.tmp");
+        let final_path = dir.join("snapshot.00000000000000ff");
+        fs::write(&temp, &bytes).unwrap();
+        assert!(matches!(
+            check_then_rename(&temp, &final_path).unwrap(),
+            Err(SnapshotError::Corrupt { .. })
+        ));
+        assert!(!temp.exists() && !final_path.exists());
+        fs::write(&temp, fs::read(&path).unwrap()).unwrap();
+        assert!(check_then_rename(&temp, &final_path).unwrap().is_ok());
+        assert!(!temp.exists() && final_path.exists());
     }
 
     #[test]

@@ -185,6 +185,11 @@ impl ZooServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's data directory (`dataDir`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -230,7 +235,24 @@ impl ZooServer {
         self.spawn();
     }
 
+    /// Starts a configured server that is not running, without waiting for it to answer
+    /// (it may be expected to stop by itself).
+    pub fn start_again_without_waiting(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.spawn_process();
+    }
+
     fn spawn(&mut self) {
+        self.spawn_process();
+        let port = self.port;
+        wait_for("the server to answer srvr", || {
+            self.assert_alive();
+            let text = four_letter(port, "srvr").ok()?;
+            text.contains("Zookeeper version").then_some(())
+        });
+    }
+
+    fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -246,12 +268,6 @@ impl ZooServer {
             .spawn()
             .expect("spawn zoo server");
         self.child = Some(child);
-        let port = self.port;
-        wait_for("the server to answer srvr", || {
-            self.assert_alive();
-            let text = four_letter(port, "srvr").ok()?;
-            text.contains("Zookeeper version").then_some(())
-        });
     }
 }
 

@@ -148,20 +148,17 @@ impl Ensemble {
             self.me,
             data.len()
         );
-        let path = match write_durably(&self.snapshot_dir, zxid, data) {
-            Ok(p) => p,
+        let loaded = match write_durably(&self.snapshot_dir, zxid, data) {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                // Checksummed end to end, and checked before it is renamed into place: a bad
+                // snapshot from the leader is not installed.
+                eprintln!("zoo: the leader's snapshot is unusable ({e}); waiting for another");
+                return false;
+            }
             Err(e) => {
                 eprintln!("zoo: FATAL: cannot store the leader's snapshot: {e}");
                 std::process::exit(1);
-            }
-        };
-        let loaded = match snapshot::load_snapshot(&path, |_, _| {}) {
-            Ok(l) => l,
-            Err(e) => {
-                // Checksummed end to end: a bad snapshot from the leader is not installed.
-                eprintln!("zoo: the leader's snapshot is unusable ({e}); waiting for another");
-                let _ = std::fs::remove_file(&path);
-                return false;
             }
         };
         let sessions = loaded
@@ -220,12 +217,14 @@ impl Ensemble {
     }
 }
 
-/// Stores snapshot bytes received from the leader: temp file, fsync, rename, directory fsync.
+/// Stores snapshot bytes received from the leader: temp file, fsync, full check, rename,
+/// directory fsync. The inner error says why the bytes did not pass the check (the temp file
+/// is removed); the outer one is an I/O failure.
 pub(super) fn write_durably(
     dir: &std::path::Path,
     zxid: i64,
     data: &[u8],
-) -> std::io::Result<PathBuf> {
+) -> std::io::Result<Result<snapshot::LoadedSnapshot, snapshot::SnapshotError>> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let path = dir.join(snapshot::snapshot_name(zxid));
@@ -235,7 +234,5 @@ pub(super) fn write_durably(
         f.write_all(data)?;
         f.sync_all()?;
     }
-    std::fs::rename(&temp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(path)
+    snapshot::check_then_rename(&temp, &path)
 }
