@@ -21,6 +21,7 @@ use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX};
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
 use crate::server::rebase::{self, Rebasing};
+use crate::server::snapshot_schedule::SnapshotSchedule;
 use crate::server::stats::ServerStats;
 use crate::server::wall_clock_ms;
 use crate::storage::log::encode_record;
@@ -77,10 +78,7 @@ pub async fn run(
     };
     let snapshots = SnapshotPolicy {
         dir: crate::storage::snapshot::snapshot_directory(&config.data_dir),
-        txns_max: config.snap_count,
-        log_bytes_max: config.snap_size_limit_bytes,
-        txns_since: 0,
-        log_bytes_since: 0,
+        schedule: SnapshotSchedule::new(config.snap_count, config.snap_size_limit_bytes),
         in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         rebase: config.snapshot_rebase,
     };
@@ -313,8 +311,7 @@ impl CommitExecutor {
                 eprintln!("zoo: stopping without acknowledging the writes of this batch");
                 std::process::exit(1);
             }
-            self.snapshots.txns_since += txn_count;
-            self.snapshots.log_bytes_since += record_bytes;
+            self.snapshots.schedule.note(txn_count, record_bytes);
             if self.snapshots.due() {
                 self.start_snapshot().await;
             }
@@ -377,8 +374,7 @@ impl CommitExecutor {
             eprintln!("zoo: FATAL: cannot start a new log segment: {e}");
             std::process::exit(1);
         }
-        self.snapshots.txns_since = 0;
-        self.snapshots.log_bytes_since = 0;
+        self.snapshots.schedule.restart();
         let tree = self.core.tree().clone();
         let sessions = SessionRecord::all_of(&self.core);
         let dir = self.snapshots.dir.clone();
@@ -460,13 +456,11 @@ impl Drop for SnapshotInProgress {
     }
 }
 
-/// When to snapshot: every `snapCount` txns or `snapSizeLimitInKb` of log, one at a time.
+/// When to snapshot (`snapCount` txns or `snapSizeLimitInKb` of log, as ZooKeeper draws
+/// them), one at a time.
 struct SnapshotPolicy {
     dir: std::path::PathBuf,
-    txns_max: u64,
-    log_bytes_max: u64,
-    txns_since: u64,
-    log_bytes_since: u64,
+    schedule: SnapshotSchedule,
     in_progress: Arc<std::sync::atomic::AtomicBool>,
     /// `zoo.snapshot_rebase`.
     rebase: bool,
@@ -474,8 +468,7 @@ struct SnapshotPolicy {
 
 impl SnapshotPolicy {
     fn due(&self) -> bool {
-        (self.txns_since >= self.txns_max || self.log_bytes_since >= self.log_bytes_max)
-            && !self.in_progress.load(std::sync::atomic::Ordering::Acquire)
+        self.schedule.is_due() && !self.in_progress.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod peer;
 pub mod rebase;
 pub mod shard;
 pub mod snapshot_check;
+pub mod snapshot_schedule;
 pub mod stats;
 
 use std::net::{IpAddr, SocketAddr};

@@ -93,7 +93,7 @@ impl Ensemble {
         }
         // The previous snapshot thread has finished, so its rebased tree (if any) is ready.
         self.poll_rebase();
-        self.snapshots.txns_since = 0;
+        self.snapshots.schedule.restart();
         let tree = self.applied.tree().clone();
         let sessions = SessionRecord::all_of(&self.applied);
         let dir = self.snapshot_dir.clone();

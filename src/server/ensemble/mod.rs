@@ -143,8 +143,8 @@ struct Ensemble {
 }
 
 struct SnapshotState {
-    txns_max: u64,
-    txns_since: u64,
+    /// Counts applied txns only (`snapCount`, drawn as ZooKeeper does).
+    schedule: crate::server::snapshot_schedule::SnapshotSchedule,
     in_progress: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -289,8 +289,10 @@ pub async fn run(
         triggers: Vec::new(),
         changed: false,
         snapshots: SnapshotState {
-            txns_max: config.snap_count,
-            txns_since: 0,
+            schedule: crate::server::snapshot_schedule::SnapshotSchedule::new(
+                config.snap_count,
+                u64::MAX,
+            ),
             in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         },
         catch_up: Arc::new(Mutex::new(Vec::new())),
@@ -941,7 +943,7 @@ impl Ensemble {
             self.applied.adopt_tree(batch.tree);
             self.triggers.extend(batch.triggers);
             self.changed = true;
-            self.snapshots.txns_since += batch.entries;
+            self.snapshots.schedule.note(batch.entries, 0);
         }
         let from = self.applied.last_zxid();
         let payloads: Vec<Arc<[u8]>> = self
@@ -957,7 +959,7 @@ impl Ensemble {
             self.triggers
                 .extend(scratch.drain(..).map(|t| (header.zxid, t)));
             self.changed = true;
-            self.snapshots.txns_since += 1;
+            self.snapshots.schedule.note(1, 0);
         }
         self.note_synced();
         self.offer_to_rebase(applied_before);
@@ -967,7 +969,7 @@ impl Ensemble {
         {
             self.adopt_members(m.members, m.version);
         }
-        if self.snapshots.txns_since >= self.snapshots.txns_max {
+        if self.snapshots.schedule.is_due() {
             self.start_snapshot();
         }
         // Keep a window of applied entries for followers that lag a little.
