@@ -266,7 +266,7 @@ impl CommitExecutor {
                     self.core.detach(session_id, connection);
                 }
                 ToCommit::ExpiryTick => {
-                    self.rebase.release_memory_if_due();
+                    self.rebase.release_memory_if_due(&self.stats.commit);
                     for session in self.core.expired_sessions(now) {
                         let owner = self.core.session_owner(session);
                         if let Some((header, txn)) =
@@ -356,7 +356,7 @@ impl CommitExecutor {
             return false;
         };
         let old = self.core.replace_tree(tree);
-        self.rebase.swapped(old);
+        self.rebase.swapped(old, &self.stats.commit);
         true
     }
 

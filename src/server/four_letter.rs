@@ -149,6 +149,14 @@ pub fn respond(shard: &Shard, command: &str) -> String {
                     commit.rebases_abandoned.load(Relaxed).to_string(),
                 ),
                 (
+                    "zoo_snapshot_rebase_swap_max_micros",
+                    commit.rebase_swap_max_micros.load(Relaxed).to_string(),
+                ),
+                (
+                    "zoo_memory_release_max_micros",
+                    commit.memory_release_max_micros.load(Relaxed).to_string(),
+                ),
+                (
                     "zoo_fsync_avg_micros",
                     format!(
                         "{:.1}",

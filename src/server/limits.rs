@@ -81,3 +81,6 @@ pub const RAFT_LOG_RETAIN_ENTRIES_DEFAULT: usize = 50_000;
 /// tree's freed pages to the system (`server::memory`); the old tree is freed one second
 /// after the swap, so this must be longer.
 pub const TREE_MEMORY_RELEASE_DELAY_MS: u64 = 3_000;
+/// The return of free memory after a move onto a snapshot waits until no writes were
+/// committed for this long: it stalls the commit path for tens of milliseconds.
+pub const MEMORY_RELEASE_QUIET_MS: u64 = 250;

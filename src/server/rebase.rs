@@ -24,7 +24,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 
 use crate::core::tree::DataTree;
 use crate::server::limits::{
-    REBASE_BACKLOG_BYTES_MAX, REBASE_QUEUE_BATCHES_MAX, TREE_MEMORY_RELEASE_DELAY_MS,
+    MEMORY_RELEASE_QUIET_MS, REBASE_BACKLOG_BYTES_MAX, REBASE_QUEUE_BATCHES_MAX,
+    TREE_MEMORY_RELEASE_DELAY_MS,
 };
 use crate::server::stats::CommitStats;
 use crate::storage::log::{RECORD_HEADER_BYTES, decode_record};
@@ -36,6 +37,10 @@ use crate::storage::log::{RECORD_HEADER_BYTES, decode_record};
 pub struct Rebasing {
     link: Option<RebaseLink>,
     release_memory_at: Option<std::time::Instant>,
+    /// When `poll` handed out a rebased tree: the swap runs until `swapped`.
+    swap_started: Option<std::time::Instant>,
+    /// When the executor last committed writes (`note_writes`).
+    last_writes: Option<std::time::Instant>,
 }
 
 impl Rebasing {
@@ -57,6 +62,7 @@ impl Rebasing {
 
     /// Offers a committed batch (see [`RebaseLink::offer`]); a full queue abandons the move.
     pub fn offer(&mut self, batch: &[u8], stats: &CommitStats) {
+        self.note_writes();
         let Some(link) = self.link.as_mut() else {
             return;
         };
@@ -70,8 +76,16 @@ impl Rebasing {
     /// The moved tree, caught up to `live_zxid`, once the snapshot thread has it: the caller
     /// swaps it in and passes what it replaced to [`Rebasing::swapped`].
     pub fn poll(&mut self, live_zxid: i64, stats: &CommitStats) -> Option<DataTree> {
+        let started = std::time::Instant::now();
         let progress = self.link.as_mut()?.poll(live_zxid);
-        self.settle(progress, stats)
+        let tree = self.settle(progress, stats)?;
+        self.swap_started = Some(started);
+        Some(tree)
+    }
+
+    /// The executor committed writes now: a return of memory waits for a quiet moment.
+    pub fn note_writes(&mut self) {
+        self.last_writes = Some(std::time::Instant::now());
     }
 
     fn settle(&mut self, progress: Progress, stats: &CommitStats) -> Option<DataTree> {
@@ -93,23 +107,37 @@ impl Rebasing {
     }
 
     /// After a swap: frees the replaced trees later, off the commit path, and schedules
-    /// returning their memory `TREE_MEMORY_RELEASE_DELAY_MS` from now.
-    pub fn swapped(&mut self, replaced: impl Send + 'static) {
+    /// returning their memory `TREE_MEMORY_RELEASE_DELAY_MS` from now. Counts how long the
+    /// commit path spent on the swap, from `poll` (`zoo_snapshot_rebase_swap_max_micros`).
+    pub fn swapped(&mut self, replaced: impl Send + 'static, stats: &CommitStats) {
+        use std::sync::atomic::Ordering::Relaxed;
         crate::server::memory::drop_later(replaced);
+        if let Some(started) = self.swap_started.take() {
+            let micros = started.elapsed().as_micros() as u64;
+            stats.rebase_swap_max_micros.fetch_max(micros, Relaxed);
+        }
         self.release_memory_at = Some(
             std::time::Instant::now()
                 + std::time::Duration::from_millis(TREE_MEMORY_RELEASE_DELAY_MS),
         );
     }
 
-    /// On a timer tick: returns free memory to the system if a swap scheduled it and it is due.
-    pub fn release_memory_if_due(&mut self) {
-        if self
-            .release_memory_at
-            .is_some_and(|at| at <= std::time::Instant::now())
-        {
+    /// On a timer tick: returns free memory to the system if a swap scheduled it, it is due,
+    /// and no writes were committed for `MEMORY_RELEASE_QUIET_MS`. The return runs on the
+    /// commit path and takes tens of milliseconds after a large tree was freed
+    /// (`zoo_memory_release_max_micros`), so under steady writes it waits: they reuse the
+    /// freed memory anyway.
+    pub fn release_memory_if_due(&mut self, stats: &CommitStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::Instant::now();
+        let quiet = self.last_writes.is_none_or(|at| {
+            now.duration_since(at) >= std::time::Duration::from_millis(MEMORY_RELEASE_QUIET_MS)
+        });
+        if quiet && self.release_memory_at.is_some_and(|at| at <= now) {
             self.release_memory_at = None;
             crate::server::memory::release_free_pages();
+            let micros = now.elapsed().as_micros() as u64;
+            stats.memory_release_max_micros.fetch_max(micros, Relaxed);
         }
     }
 }

@@ -568,7 +568,7 @@ impl Ensemble {
                 self.propose_each(candidates, |spec, p, scratch| spec.reap(&p, now, scratch));
             }
             ToCommit::RaftTick => {
-                self.rebase.release_memory_if_due();
+                self.rebase.release_memory_if_due(&self.stats.commit);
                 self.replica.tick();
                 self.expire_forwarded(now);
                 let ready: Vec<_> = std::mem::take(&mut *self.catch_up.lock().expect("no panic"));

@@ -19,7 +19,11 @@ impl Ensemble {
     /// Streams the entries applied since `applied_before` to the snapshot thread.
     pub(super) fn offer_to_rebase(&mut self, applied_before: i64) {
         let applied = self.applied.last_zxid();
-        if applied <= applied_before || !self.rebase.is_under_way() {
+        if applied <= applied_before {
+            return;
+        }
+        self.rebase.note_writes();
+        if !self.rebase.is_under_way() {
             return;
         }
         let mut records = Vec::new();
@@ -42,7 +46,8 @@ impl Ensemble {
         let old_leader_trees = self.rebase_speculative();
         // Shards move to the rebased tree with the next publication.
         self.changed = true;
-        self.rebase.swapped((old, old_leader_trees));
+        self.rebase
+            .swapped((old, old_leader_trees), &self.stats.commit);
     }
 
     /// Leader: rebuilds the sealed and speculative trees on the applied tree just swapped in
