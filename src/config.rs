@@ -146,6 +146,10 @@ pub struct Config {
     /// `zoo.snapshot_rebase`: after each snapshot, serve the tree from the new file and free
     /// the in-memory copy of what it holds (`server::rebase`; replicated servers too).
     pub snapshot_rebase: bool,
+    /// `zoo.idle_snapshot_ms`: snapshot once writes have stopped this long (0: never)...
+    pub idle_snapshot_ms: u64,
+    /// ... after at least `zoo.idle_snapshot_min_txns` txns since the last snapshot.
+    pub idle_snapshot_min_txns: u64,
     /// `zoo.log_retain_entries`: applied entries kept in memory for lagging followers.
     pub log_retain_entries: usize,
     /// Every key as read, for `conf`/`envi`.
@@ -185,6 +189,8 @@ impl Default for Config {
             pin_cores: true,
             commit_on_shard: false,
             snapshot_rebase: true,
+            idle_snapshot_ms: 2_000,
+            idle_snapshot_min_txns: 10_000,
             election_ticks: crate::server::limits::RAFT_ELECTION_TICKS_DEFAULT,
             log_retain_entries: crate::server::limits::RAFT_LOG_RETAIN_ENTRIES_DEFAULT,
             raw: BTreeMap::new(),
@@ -324,6 +330,10 @@ impl Config {
                 "zoo.pin_cores" => config.pin_cores = boolean()?,
                 "zoo.commit_on_shard" => config.commit_on_shard = boolean()?,
                 "zoo.snapshot_rebase" => config.snapshot_rebase = boolean()?,
+                "zoo.idle_snapshot_ms" => config.idle_snapshot_ms = int(1 << 40)? as u64,
+                "zoo.idle_snapshot_min_txns" => {
+                    config.idle_snapshot_min_txns = int(1 << 40)?.max(1) as u64
+                }
                 "zoo.election_ticks" => config.election_ticks = int(10_000)?.max(2) as u32,
                 "zoo.log_retain_entries" => {
                     config.log_retain_entries = int(1 << 40)?.max(10) as usize

@@ -98,3 +98,61 @@ fn replies_match_a_model_across_many_snapshot_rebases_and_a_restart() {
     let mut after = RawClient::connect(port);
     assert_matches(&mut after, &model);
 }
+
+/// `zoo.idle_snapshot_ms`: once writes stop after enough txns, the server snapshots and moves
+/// onto the file, so it keeps none of those znodes in memory, and a restart replays nothing
+/// from before it went idle. Replies are the same before and after.
+#[test]
+fn an_idle_server_moves_its_tree_onto_a_snapshot_and_restarts_without_replay() {
+    let mut server = ZooServer::start(&[
+        "snapCount=100000",
+        "zoo.idle_snapshot_ms=300",
+        "zoo.idle_snapshot_min_txns=50",
+    ]);
+    let port = server.port();
+    let mut client = RawClient::connect(port);
+    client.create("/idle", b"", 0).unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..40 {
+        let p = format!("/idle/n{i:02}");
+        client.create(&p, format!("v{i}").as_bytes(), 0).unwrap();
+        model.insert(p, (format!("v{i}").into_bytes(), 0));
+    }
+    // 41 creates and the session: below the minimum, so no idle snapshot yet.
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    assert_eq!(mntr_value(port, "zoo_snapshot_rebases"), 0);
+    for i in 40..60 {
+        let p = format!("/idle/n{i:02}");
+        client.create(&p, format!("v{i}").as_bytes(), 0).unwrap();
+        model.insert(p, (format!("v{i}").into_bytes(), 0));
+    }
+    wait_for("the idle snapshot and the move onto it", || {
+        (mntr_value(port, "zoo_snapshot_rebases") == 1
+            && mntr_value(port, "zoo_tree_overlay_nodes") == 0)
+            .then_some(())
+    });
+    let mut children = client.get_children("/idle").unwrap();
+    children.sort();
+    assert_eq!(children.len(), 60);
+    for (p, (data, version)) in &model {
+        let (got, stat) = client.get_data(p, false).unwrap();
+        assert_eq!((&got, stat.version), (data, *version), "{p}");
+    }
+    // One idle snapshot per quiet period: reads alone do not start another.
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    assert_eq!(mntr_value(port, "zoo_snapshot_rebases"), 1);
+
+    drop(client);
+    server.kill9();
+    server.restart();
+    let log = server.log_text();
+    let restarted = log.rsplit("zoo: recovery:").next().unwrap();
+    assert!(
+        restarted.contains("replayed 0 log records"),
+        "nothing before the idle snapshot is replayed:\n{log}"
+    );
+    let mut client = RawClient::connect(server.port());
+    for (p, (data, _)) in &model {
+        assert_eq!(&client.get_data(p, false).unwrap().0, data, "{p}");
+    }
+}

@@ -78,6 +78,8 @@ pub async fn run(
     };
     let snapshots = SnapshotPolicy {
         dir: crate::storage::snapshot::snapshot_directory(&config.data_dir),
+        idle_ms: config.idle_snapshot_ms,
+        idle_min_txns: config.idle_snapshot_min_txns,
         schedule: SnapshotSchedule::new(config.snap_count, config.snap_size_limit_bytes),
         in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         rebase: config.snapshot_rebase,
@@ -196,6 +198,7 @@ impl CommitExecutor {
         let mut triggers: Vec<(i64, Trigger)> = Vec::new();
         let mut scratch: Vec<Trigger> = Vec::new();
         let mut changed = false;
+        let mut ticked = false;
         let mut writes = 0u64;
         let mut records: Vec<u8> = Vec::new();
         let mut txn_count = 0u64;
@@ -266,6 +269,7 @@ impl CommitExecutor {
                     self.core.detach(session_id, connection);
                 }
                 ToCommit::ExpiryTick => {
+                    ticked = true;
                     self.rebase.release_memory_if_due(&self.stats.commit);
                     for session in self.core.expired_sessions(now) {
                         let owner = self.core.session_owner(session);
@@ -321,6 +325,8 @@ impl CommitExecutor {
                 .commit
                 .fsync_micros_total
                 .store(self.log.sync_micros_total, Relaxed);
+        } else if ticked && self.snapshots.idle_due() {
+            self.start_snapshot().await;
         }
         let published = changed.then(|| {
             Arc::new(Published {
@@ -380,7 +386,7 @@ impl CommitExecutor {
         let dir = self.snapshots.dir.clone();
         let in_progress = SnapshotInProgress(self.snapshots.in_progress.clone());
         let feed = self.snapshots.rebase.then(|| self.rebase.start());
-        spawn_snapshot_thread(dir, tree, sessions, in_progress, feed);
+        spawn_snapshot_thread(dir, tree, sessions, in_progress, feed, self.rebase.worker());
     }
 
     fn publish_stats(&self) {
@@ -405,44 +411,39 @@ pub fn publish_commit_stats(core: &CommitCore, stats: &ServerStats) {
         .store(tree.overlay_len() as u64, Relaxed);
 }
 
-/// Writes a snapshot of `tree` on a background thread, which holds `in_progress` while it
-/// runs; with a `feed`, the thread then moves the executor's tree onto the file it wrote.
+/// Writes a snapshot of `tree` on the executor's snapshot thread, which holds `in_progress`
+/// while it runs; with a `feed`, the thread then moves the executor's tree onto the file it
+/// wrote.
 pub(crate) fn spawn_snapshot_thread(
     dir: std::path::PathBuf,
     tree: crate::core::tree::DataTree,
     sessions: Vec<SessionRecord>,
     in_progress: SnapshotInProgress,
     feed: Option<rebase::RebaseFeed>,
+    worker: &mut crate::server::snapshot_worker::SnapshotWorker,
 ) {
-    let spawned = std::thread::Builder::new()
-        .name("zoo-snapshot".into())
-        .spawn(move || {
-            let _in_progress = in_progress;
-            let started = std::time::Instant::now();
-            match crate::storage::snapshot::write_checked_snapshot(&dir, &tree, &sessions) {
-                Ok((path, loaded)) => {
-                    eprintln!(
-                        "zoo: wrote snapshot {} ({} nodes) in {:?}",
-                        path.display(),
-                        tree.node_count(),
-                        started.elapsed()
-                    );
-                    drop(tree);
-                    // The check before the rename mapped the file: the move onto it serves
-                    // that mapping.
-                    if let Some(feed) = feed {
-                        feed.catch_up(loaded.tree);
-                    }
+    worker.run(move || {
+        let _in_progress = in_progress;
+        let started = std::time::Instant::now();
+        match crate::storage::snapshot::write_checked_snapshot(&dir, &tree, &sessions) {
+            Ok((path, loaded)) => {
+                eprintln!(
+                    "zoo: wrote snapshot {} ({} nodes) in {:?}",
+                    path.display(),
+                    tree.node_count(),
+                    started.elapsed()
+                );
+                drop(tree);
+                // The check before the rename mapped the file: the move onto it serves
+                // that mapping.
+                if let Some(feed) = feed {
+                    feed.catch_up(loaded.tree);
                 }
-                // The log still holds everything: a failed snapshot costs only replay time.
-                Err(e) => eprintln!("zoo: snapshot at zxid {:#x} failed: {e}", tree.last_zxid()),
             }
-        });
-    // A thread that failed to start dropped its closure, and with it the flag (and the feed,
-    // which abandons the move).
-    if let Err(e) = spawned {
-        eprintln!("zoo: cannot start the snapshot thread: {e}");
-    }
+            // The log still holds everything: a failed snapshot costs only replay time.
+            Err(e) => eprintln!("zoo: snapshot at zxid {:#x} failed: {e}", tree.last_zxid()),
+        }
+    });
 }
 
 /// Held by a snapshot thread for as long as it runs: clears the "snapshot in progress" flag
@@ -461,6 +462,9 @@ impl Drop for SnapshotInProgress {
 struct SnapshotPolicy {
     dir: std::path::PathBuf,
     schedule: SnapshotSchedule,
+    /// `zoo.idle_snapshot_ms` and `zoo.idle_snapshot_min_txns`.
+    idle_ms: u64,
+    idle_min_txns: u64,
     in_progress: Arc<std::sync::atomic::AtomicBool>,
     /// `zoo.snapshot_rebase`.
     rebase: bool,
@@ -469,6 +473,13 @@ struct SnapshotPolicy {
 impl SnapshotPolicy {
     fn due(&self) -> bool {
         self.schedule.is_due() && !self.in_progress.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Writes stopped after enough txns (`SnapshotSchedule::is_idle_due`).
+    fn idle_due(&self) -> bool {
+        self.schedule
+            .is_idle_due(std::time::Instant::now(), self.idle_ms, self.idle_min_txns)
+            && !self.in_progress.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 

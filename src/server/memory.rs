@@ -3,9 +3,10 @@
 //! The allocator (mimalloc, `src/main.rs`) keeps freed pages for reuse and returns them only
 //! while the thread that owns them keeps allocating. After the tree moves onto a new snapshot
 //! (`server::rebase`), the old overlay — up to a snapshot cycle of nodes — is freed at once,
-//! partly into the heap of a snapshot thread that has exited; if the server then goes idle,
-//! nothing would ever return those pages. The commit executor calls [`release_free_pages`]
-//! once, `TREE_MEMORY_RELEASE_DELAY_MS` after such a swap.
+//! on the `zoo-snapshot` thread (`server::snapshot_worker`), partly into the commit
+//! executor's heap; if the server then goes idle, nothing would ever return those pages. The
+//! snapshot thread calls [`release_free_pages`] after each job, and the commit executor once,
+//! `TREE_MEMORY_RELEASE_DELAY_MS` after such a swap, at a moment without writes.
 
 /// Collects this thread's heap and the heaps of exited threads, and returns every free page
 /// to the system. Costs a walk of the heap's pages (milliseconds), so it runs once per swap,
@@ -14,18 +15,6 @@
 pub fn release_free_pages() {
     // SAFETY: mi_collect takes no pointers and may be called from any thread at any time.
     unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
-/// Drops `value` (a whole replaced tree) one second from now on a short-lived thread, so that
-/// neither the commit path nor a shard pays for freeing it: by then the shards have moved to
-/// the new tree, and whichever holder drops last does the freeing.
-pub fn drop_later<T: Send + 'static>(value: T) {
-    let _ = std::thread::Builder::new()
-        .name("zoo-tree-free".into())
-        .spawn(move || {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            drop(value);
-        });
 }
 
 /// Turns transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP` is set in

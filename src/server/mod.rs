@@ -19,6 +19,7 @@ pub mod rebase;
 pub mod shard;
 pub mod snapshot_check;
 pub mod snapshot_schedule;
+pub mod snapshot_worker;
 pub mod stats;
 
 use std::net::{IpAddr, SocketAddr};

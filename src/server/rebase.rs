@@ -41,6 +41,8 @@ pub struct Rebasing {
     swap_started: Option<std::time::Instant>,
     /// When the executor last committed writes (`note_writes`).
     last_writes: Option<std::time::Instant>,
+    /// Writes the snapshots, runs the moves and frees the replaced trees.
+    worker: crate::server::snapshot_worker::SnapshotWorker,
 }
 
 impl Rebasing {
@@ -83,6 +85,11 @@ impl Rebasing {
         Some(tree)
     }
 
+    /// The thread that writes this executor's snapshots (`server::snapshot_worker`).
+    pub fn worker(&mut self) -> &mut crate::server::snapshot_worker::SnapshotWorker {
+        &mut self.worker
+    }
+
     /// The executor committed writes now: a return of memory waits for a quiet moment.
     pub fn note_writes(&mut self) {
         self.last_writes = Some(std::time::Instant::now());
@@ -111,7 +118,7 @@ impl Rebasing {
     /// commit path spent on the swap, from `poll` (`zoo_snapshot_rebase_swap_max_micros`).
     pub fn swapped(&mut self, replaced: impl Send + 'static, stats: &CommitStats) {
         use std::sync::atomic::Ordering::Relaxed;
-        crate::server::memory::drop_later(replaced);
+        self.worker.drop_later(replaced);
         if let Some(started) = self.swap_started.take() {
             let micros = started.elapsed().as_micros() as u64;
             stats.rebase_swap_max_micros.fetch_max(micros, Relaxed);

@@ -3,6 +3,11 @@
 //! drawn again after each snapshot, or after a random share of `snapSizeLimitInKb` of log
 //! bytes drawn the same way. The servers of an ensemble then do not all snapshot at once,
 //! and on average a snapshot comes every 3/4 of `snapCount`.
+//!
+//! zoo adds one rule ZooKeeper does not have (`zoo.idle_snapshot_ms`): once writes have
+//! stopped for that long after at least `zoo.idle_snapshot_min_txns` txns, a snapshot is due
+//! too. The server then moves its tree onto that file, so an idle server holds in memory
+//! none of the znodes written before it went idle, and a restart replays no log.
 
 /// Txns and log bytes since the last snapshot, against this round's drawn thresholds.
 #[derive(Debug)]
@@ -13,6 +18,8 @@ pub struct SnapshotSchedule {
     bytes_due: u64,
     txns_since: u64,
     bytes_since: u64,
+    /// When `note` last counted a txn.
+    last_txn: Option<std::time::Instant>,
 }
 
 /// A threshold in `max/2 + 1 ..= max` (1 for a `max` of 0 or 1), picked by `roll`.
@@ -39,6 +46,7 @@ impl SnapshotSchedule {
             bytes_due: 0,
             txns_since: 0,
             bytes_since: 0,
+            last_txn: None,
         };
         schedule.restart_with(random_roll(), random_roll());
         schedule
@@ -48,6 +56,19 @@ impl SnapshotSchedule {
     pub fn note(&mut self, txns: u64, bytes: u64) {
         self.txns_since += txns;
         self.bytes_since += bytes;
+        if txns > 0 {
+            self.last_txn = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Whether writes stopped `idle_ms` ago (0: never) after at least `min_txns` txns since
+    /// the last snapshot.
+    pub fn is_idle_due(&self, now: std::time::Instant, idle_ms: u64, min_txns: u64) -> bool {
+        idle_ms > 0
+            && self.txns_since >= min_txns.max(1)
+            && self.last_txn.is_some_and(|at| {
+                now.saturating_duration_since(at) >= std::time::Duration::from_millis(idle_ms)
+            })
     }
 
     pub fn is_due(&self) -> bool {
@@ -84,6 +105,27 @@ mod tests {
                 assert!(drawn.contains(&low) && drawn.contains(&high), "{max}");
             }
         }
+    }
+
+    #[test]
+    fn an_idle_snapshot_is_due_only_after_enough_txns_and_a_quiet_period() {
+        let mut s = SnapshotSchedule::new(100_000, u64::MAX);
+        let later = |ms| std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        assert!(!s.is_idle_due(later(10_000), 500, 10), "no txns yet");
+        s.note(9, 900);
+        assert!(!s.is_idle_due(later(10_000), 500, 10), "too few txns");
+        s.note(1, 100);
+        assert!(
+            !s.is_idle_due(std::time::Instant::now(), 500, 10),
+            "not quiet yet"
+        );
+        assert!(s.is_idle_due(later(600), 500, 10));
+        assert!(!s.is_idle_due(later(600), 0, 10), "0 turns it off");
+        s.restart();
+        assert!(
+            !s.is_idle_due(later(600), 500, 10),
+            "counts from the last snapshot"
+        );
     }
 
     #[test]

@@ -106,6 +106,7 @@ impl Ensemble {
             sessions,
             in_progress,
             feed,
+            self.rebase.worker(),
         );
     }
 

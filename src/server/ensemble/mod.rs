@@ -569,6 +569,13 @@ impl Ensemble {
             }
             ToCommit::RaftTick => {
                 self.rebase.release_memory_if_due(&self.stats.commit);
+                if self.snapshots.schedule.is_idle_due(
+                    std::time::Instant::now(),
+                    self.config.idle_snapshot_ms,
+                    self.config.idle_snapshot_min_txns,
+                ) {
+                    self.start_snapshot();
+                }
                 self.replica.tick();
                 self.expire_forwarded(now);
                 let ready: Vec<_> = std::mem::take(&mut *self.catch_up.lock().expect("no panic"));
