@@ -61,6 +61,7 @@ fn report(result: Result<(), String>) -> ExitCode {
 }
 
 fn server(config_path: Option<PathBuf>) -> ExitCode {
+    zoo::server::register_memory_barriers_early();
     zoo::server::memory::keep_heap_in_small_pages();
     let config = match config_path {
         None => Config::default(),
@@ -121,10 +122,7 @@ fn server(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     eprintln!("zoo: recovery: {report}");
-    if let Some(check) = report.deferred_check.take() {
-        zoo::server::snapshot_check::run_in_background(check);
-    }
-    match zoo::server::run(config, start) {
+    match zoo::server::run(config, start, report.deferred_check.take()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("zoo: {e}");
