@@ -646,22 +646,28 @@ mod tests {
         bytes[52..56].copy_from_slice(&crc.to_be_bytes());
     }
 
-    /// Every byte of the body changed with the checksums made to match: the load either
-    /// reports corruption, or it gives a tree that every lookup and walk can read without a
-    /// panic (the checks make lazy decoding infallible).
-    #[test]
-    fn a_resealed_change_anywhere_is_rejected_or_harmless() {
-        let dir = temp_dir("reseal");
-        let tree = sample_tree(5, 60);
+    /// A snapshot of a 60-node sample tree and one session: its path, its bytes and the paths
+    /// of its nodes, for tests that damage it.
+    fn snapshot_to_damage(name: &str, seed: u64) -> (PathBuf, Vec<u8>, Vec<String>) {
+        let tree = sample_tree(seed, 60);
         let sessions = [SessionRecord {
             id: 77,
             timeout_ms: 4000,
             password: [1; 16],
         }];
-        let path = write_snapshot(&dir, &tree, &sessions).unwrap();
+        let path = write_snapshot(&temp_dir(name), &tree, &sessions).unwrap();
         let good = fs::read(&path).unwrap();
         let mut paths = Vec::new();
         tree.walk("/", &mut |p, _| paths.push(p.to_string()));
+        (path, good, paths)
+    }
+
+    /// Every byte of the body changed with the checksums made to match: the load either
+    /// reports corruption, or it gives a tree that every lookup and walk can read without a
+    /// panic (the checks make lazy decoding infallible).
+    #[test]
+    fn a_resealed_change_anywhere_is_rejected_or_harmless() {
+        let (path, good, paths) = snapshot_to_damage("reseal", 5);
         let (mut rejected, mut accepted) = (0, 0);
         for at in SNAPSHOT_HEADER_BYTES..good.len() {
             for flip in [0x01u8, 0x80] {
@@ -700,17 +706,7 @@ mod tests {
     /// without a panic; and the full check still rejects what the full load rejects.
     #[test]
     fn a_resealed_change_that_passes_the_start_up_checks_is_safe_to_restore_and_probe() {
-        let dir = temp_dir("reseal-map");
-        let tree = sample_tree(9, 60);
-        let sessions = [SessionRecord {
-            id: 77,
-            timeout_ms: 4000,
-            password: [1; 16],
-        }];
-        let path = write_snapshot(&dir, &tree, &sessions).unwrap();
-        let good = fs::read(&path).unwrap();
-        let mut paths = Vec::new();
-        tree.walk("/", &mut |p, _| paths.push(p.to_string()));
+        let (path, good, paths) = snapshot_to_damage("reseal-map", 9);
         let (mut at_start, mut in_background) = (0, 0);
         for at in SNAPSHOT_HEADER_BYTES..good.len() {
             let mut bad = good.clone();
