@@ -5,8 +5,9 @@
 //! [`FrozenTree::check`] checks the whole structure once (no allocation per node); after that
 //! a lookup or decode cannot fail on any input that passed, so it asserts instead of
 //! returning errors. [`FrozenTree::map`] checks only what start-up reads first; start-up
-//! runs the full check in the background on a file whose checksum matched. The bytes are any immutable buffer: a read-only file mapping in the server, a
-//! `Vec<u8>` in tests and the simulation. This module does no I/O.
+//! runs the full check in the background on a file whose checksum matched. The bytes are any
+//! immutable buffer: a read-only file mapping in the server, a `Vec<u8>` in tests and the
+//! simulation. This module does no I/O.
 
 use std::hash::Hasher;
 use std::sync::Arc;
@@ -223,6 +224,13 @@ fn stored_path(b: &[u8], at: usize) -> Option<&[u8]> {
     b.get(at + 8..(at + 8).checked_add(len)?)
 }
 
+impl RecordLayout {
+    /// The stored `ephemeral_owner` (session, container or TTL mark), 44 bytes into the stat.
+    fn owner(&self, b: &[u8]) -> i64 {
+        u64_at(b, self.stat_at + 44).expect("stat checked") as i64
+    }
+}
+
 fn align_up(at: usize) -> usize {
     at.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
 }
@@ -378,7 +386,7 @@ impl FrozenTree {
             .flatten();
         let root_ok = root.is_some_and(|r| {
             &b[r.path.0..r.path.1] == b"/"
-                && u64_at(b, r.stat_at + 44) == Some(0)
+                && r.owner(b) == 0
                 && align_up(r.end) == nodes_end
                 && b[r.end..nodes_end].iter().all(|&x| x == 0)
         });
@@ -397,8 +405,7 @@ impl FrozenTree {
                 .then(|| parse_record(b, at as usize, nodes_end).ok())
                 .flatten();
             let is_special = record.is_some_and(|r| {
-                let owner = u64_at(b, r.stat_at + 44).expect("stat checked") as i64;
-                let kind = node_kind(owner);
+                let kind = node_kind(r.owner(b));
                 kind != NodeKind::Persistent
                     && !(matches!(kind, NodeKind::Ephemeral(_)) && r.child_count > 0)
                     && std::str::from_utf8(&b[r.path.0..r.path.1])
@@ -500,7 +507,7 @@ impl FrozenTree {
             // path), and the root must be "/": so every path is valid once all are parented.
             let p = &b[r.path.0..r.path.1];
             let prefix = if p == b"/" { &b""[..] } else { p };
-            let owner = u64_at(b, r.stat_at + 44).expect("stat checked") as i64;
+            let owner = r.owner(b);
             let kind = node_kind(owner);
             if kind != NodeKind::Persistent {
                 special += 1;
@@ -604,12 +611,9 @@ impl FrozenTree {
     }
 
     fn owner_at(&self, b: &[u8], at: usize) -> i64 {
-        let r = parse_record(b, at, b.len()).expect("record checked");
-        i64::from_be_bytes(
-            b[r.stat_at + 44..r.stat_at + 52]
-                .try_into()
-                .expect("8 bytes"),
-        )
+        parse_record(b, at, b.len())
+            .expect("record checked")
+            .owner(b)
     }
 
     /// Checks that each (record, path hash) in `pending` is found in the index, and empties
@@ -1070,7 +1074,7 @@ pub fn write_post_order(
             Source::Memory { path, node, .. } => writer.record(path, node, &done.offsets, &mut buf),
             Source::Frozen { at, layout } => {
                 let b = frozen.expect("frozen").bytes();
-                let owner = u64_at(b, layout.stat_at + 44).expect("checked") as i64;
+                let owner = layout.owner(b);
                 writer.record_raw(
                     &b[at + 4..layout.stat_at + STAT_BYTES],
                     &b[layout.path.0..layout.path.1],

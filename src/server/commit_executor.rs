@@ -21,7 +21,7 @@ use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX};
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
 use crate::server::rebase::{self, Rebasing};
-use crate::server::snapshot_schedule::SnapshotSchedule;
+use crate::server::snapshot_schedule::{IdleRule, SnapshotSchedule};
 use crate::server::stats::ServerStats;
 use crate::server::wall_clock_ms;
 use crate::storage::log::encode_record;
@@ -78,9 +78,11 @@ pub async fn run(
     };
     let snapshots = SnapshotPolicy {
         dir: crate::storage::snapshot::snapshot_directory(&config.data_dir),
-        idle_ms: config.idle_snapshot_ms,
-        idle_min_txns: config.idle_snapshot_min_txns,
-        schedule: SnapshotSchedule::new(config.snap_count, config.snap_size_limit_bytes),
+        schedule: SnapshotSchedule::new(
+            config.snap_count,
+            config.snap_size_limit_bytes,
+            IdleRule::of(&config),
+        ),
         in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         rebase: config.snapshot_rebase,
     };
@@ -270,7 +272,10 @@ impl CommitExecutor {
                 }
                 ToCommit::ExpiryTick => {
                     ticked = true;
-                    self.rebase.release_memory_if_due(&self.stats.commit);
+                    self.rebase.release_memory_if_due(
+                        self.snapshots.schedule.last_txn(),
+                        &self.stats.commit,
+                    );
                     for session in self.core.expired_sessions(now) {
                         let owner = self.core.session_owner(session);
                         if let Some((header, txn)) =
@@ -386,7 +391,7 @@ impl CommitExecutor {
         let dir = self.snapshots.dir.clone();
         let in_progress = SnapshotInProgress(self.snapshots.in_progress.clone());
         let feed = self.snapshots.rebase.then(|| self.rebase.start());
-        spawn_snapshot_thread(dir, tree, sessions, in_progress, feed, self.rebase.worker());
+        write_snapshot_on_worker(dir, tree, sessions, in_progress, feed, self.rebase.worker());
     }
 
     fn publish_stats(&self) {
@@ -414,7 +419,7 @@ pub fn publish_commit_stats(core: &CommitCore, stats: &ServerStats) {
 /// Writes a snapshot of `tree` on the executor's snapshot thread, which holds `in_progress`
 /// while it runs; with a `feed`, the thread then moves the executor's tree onto the file it
 /// wrote.
-pub(crate) fn spawn_snapshot_thread(
+pub(crate) fn write_snapshot_on_worker(
     dir: std::path::PathBuf,
     tree: crate::core::tree::DataTree,
     sessions: Vec<SessionRecord>,
@@ -462,9 +467,6 @@ impl Drop for SnapshotInProgress {
 struct SnapshotPolicy {
     dir: std::path::PathBuf,
     schedule: SnapshotSchedule,
-    /// `zoo.idle_snapshot_ms` and `zoo.idle_snapshot_min_txns`.
-    idle_ms: u64,
-    idle_min_txns: u64,
     in_progress: Arc<std::sync::atomic::AtomicBool>,
     /// `zoo.snapshot_rebase`.
     rebase: bool,
@@ -477,8 +479,7 @@ impl SnapshotPolicy {
 
     /// Writes stopped after enough txns (`SnapshotSchedule::is_idle_due`).
     fn idle_due(&self) -> bool {
-        self.schedule
-            .is_idle_due(std::time::Instant::now(), self.idle_ms, self.idle_min_txns)
+        self.schedule.is_idle_due(std::time::Instant::now())
             && !self.in_progress.load(std::sync::atomic::Ordering::Acquire)
     }
 }

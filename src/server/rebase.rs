@@ -39,8 +39,6 @@ pub struct Rebasing {
     release_memory_at: Option<std::time::Instant>,
     /// When `poll` handed out a rebased tree: the swap runs until `swapped`.
     swap_started: Option<std::time::Instant>,
-    /// When the executor last committed writes (`note_writes`).
-    last_writes: Option<std::time::Instant>,
     /// Writes the snapshots, runs the moves and frees the replaced trees.
     worker: crate::server::snapshot_worker::SnapshotWorker,
 }
@@ -64,7 +62,6 @@ impl Rebasing {
 
     /// Offers a committed batch (see [`RebaseLink::offer`]); a full queue abandons the move.
     pub fn offer(&mut self, batch: &[u8], stats: &CommitStats) {
-        self.note_writes();
         let Some(link) = self.link.as_mut() else {
             return;
         };
@@ -88,11 +85,6 @@ impl Rebasing {
     /// The thread that writes this executor's snapshots (`server::snapshot_worker`).
     pub fn worker(&mut self) -> &mut crate::server::snapshot_worker::SnapshotWorker {
         &mut self.worker
-    }
-
-    /// The executor committed writes now: a return of memory waits for a quiet moment.
-    pub fn note_writes(&mut self) {
-        self.last_writes = Some(std::time::Instant::now());
     }
 
     fn settle(&mut self, progress: Progress, stats: &CommitStats) -> Option<DataTree> {
@@ -130,14 +122,19 @@ impl Rebasing {
     }
 
     /// On a timer tick: returns free memory to the system if a swap scheduled it, it is due,
-    /// and no writes were committed for `MEMORY_RELEASE_QUIET_MS`. The return runs on the
+    /// and no writes were committed for `MEMORY_RELEASE_QUIET_MS` (`last_writes`: when the
+    /// executor last committed one, as its snapshot schedule counted it). The return runs on the
     /// commit path and takes tens of milliseconds after a large tree was freed
     /// (`zoo_memory_release_max_micros`), so under steady writes it waits: they reuse the
     /// freed memory anyway.
-    pub fn release_memory_if_due(&mut self, stats: &CommitStats) {
+    pub fn release_memory_if_due(
+        &mut self,
+        last_writes: Option<std::time::Instant>,
+        stats: &CommitStats,
+    ) {
         use std::sync::atomic::Ordering::Relaxed;
         let now = std::time::Instant::now();
-        let quiet = self.last_writes.is_none_or(|at| {
+        let quiet = last_writes.is_none_or(|at| {
             now.duration_since(at) >= std::time::Duration::from_millis(MEMORY_RELEASE_QUIET_MS)
         });
         if quiet && self.release_memory_at.is_some_and(|at| at <= now) {

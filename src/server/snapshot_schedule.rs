@@ -20,6 +20,28 @@ pub struct SnapshotSchedule {
     bytes_since: u64,
     /// When `note` last counted a txn.
     last_txn: Option<std::time::Instant>,
+    idle: IdleRule,
+}
+
+/// zoo's idle rule: `zoo.idle_snapshot_ms` (0: never) and `zoo.idle_snapshot_min_txns`.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleRule {
+    pub quiet_ms: u64,
+    pub min_txns: u64,
+}
+
+impl IdleRule {
+    pub const OFF: IdleRule = IdleRule {
+        quiet_ms: 0,
+        min_txns: 1,
+    };
+
+    pub fn of(config: &crate::config::Config) -> IdleRule {
+        IdleRule {
+            quiet_ms: config.idle_snapshot_ms,
+            min_txns: config.idle_snapshot_min_txns,
+        }
+    }
 }
 
 /// A threshold in `max/2 + 1 ..= max` (1 for a `max` of 0 or 1), picked by `roll`.
@@ -38,7 +60,7 @@ fn random_roll() -> u64 {
 
 impl SnapshotSchedule {
     /// `txns_max` is `snapCount`, `bytes_max` `snapSizeLimitInKb` in bytes.
-    pub fn new(txns_max: u64, bytes_max: u64) -> SnapshotSchedule {
+    pub fn new(txns_max: u64, bytes_max: u64, idle: IdleRule) -> SnapshotSchedule {
         let mut schedule = SnapshotSchedule {
             txns_max,
             bytes_max,
@@ -47,6 +69,7 @@ impl SnapshotSchedule {
             txns_since: 0,
             bytes_since: 0,
             last_txn: None,
+            idle,
         };
         schedule.restart_with(random_roll(), random_roll());
         schedule
@@ -61,13 +84,19 @@ impl SnapshotSchedule {
         }
     }
 
-    /// Whether writes stopped `idle_ms` ago (0: never) after at least `min_txns` txns since
-    /// the last snapshot.
-    pub fn is_idle_due(&self, now: std::time::Instant, idle_ms: u64, min_txns: u64) -> bool {
-        idle_ms > 0
+    /// When `note` last counted a txn: the executor's last write.
+    pub fn last_txn(&self) -> Option<std::time::Instant> {
+        self.last_txn
+    }
+
+    /// Whether writes stopped the idle rule's `quiet_ms` ago (0: never) after at least its
+    /// `min_txns` txns since the last snapshot.
+    pub fn is_idle_due(&self, now: std::time::Instant) -> bool {
+        let IdleRule { quiet_ms, min_txns } = self.idle;
+        quiet_ms > 0
             && self.txns_since >= min_txns.max(1)
             && self.last_txn.is_some_and(|at| {
-                now.saturating_duration_since(at) >= std::time::Duration::from_millis(idle_ms)
+                now.saturating_duration_since(at) >= std::time::Duration::from_millis(quiet_ms)
             })
     }
 
@@ -109,28 +138,35 @@ mod tests {
 
     #[test]
     fn an_idle_snapshot_is_due_only_after_enough_txns_and_a_quiet_period() {
-        let mut s = SnapshotSchedule::new(100_000, u64::MAX);
+        let rule = IdleRule {
+            quiet_ms: 500,
+            min_txns: 10,
+        };
+        let mut s = SnapshotSchedule::new(100_000, u64::MAX, rule);
+        let mut off = SnapshotSchedule::new(
+            100_000,
+            u64::MAX,
+            IdleRule {
+                quiet_ms: 0,
+                ..rule
+            },
+        );
         let later = |ms| std::time::Instant::now() + std::time::Duration::from_millis(ms);
-        assert!(!s.is_idle_due(later(10_000), 500, 10), "no txns yet");
+        assert!(!s.is_idle_due(later(10_000)), "no txns yet");
         s.note(9, 900);
-        assert!(!s.is_idle_due(later(10_000), 500, 10), "too few txns");
+        assert!(!s.is_idle_due(later(10_000)), "too few txns");
         s.note(1, 100);
-        assert!(
-            !s.is_idle_due(std::time::Instant::now(), 500, 10),
-            "not quiet yet"
-        );
-        assert!(s.is_idle_due(later(600), 500, 10));
-        assert!(!s.is_idle_due(later(600), 0, 10), "0 turns it off");
+        off.note(10, 1_000);
+        assert!(!s.is_idle_due(std::time::Instant::now()), "not quiet yet");
+        assert!(s.is_idle_due(later(600)));
+        assert!(!off.is_idle_due(later(600)), "0 turns it off");
         s.restart();
-        assert!(
-            !s.is_idle_due(later(600), 500, 10),
-            "counts from the last snapshot"
-        );
+        assert!(!s.is_idle_due(later(600)), "counts from the last snapshot");
     }
 
     #[test]
     fn a_snapshot_is_due_at_the_drawn_txn_count_or_byte_count_whichever_comes_first() {
-        let mut s = SnapshotSchedule::new(100, 1_000);
+        let mut s = SnapshotSchedule::new(100, 1_000, IdleRule::OFF);
         s.restart_with(9, 0);
         assert_eq!((s.txns_due, s.bytes_due), (60, 501));
         s.note(59, 500);

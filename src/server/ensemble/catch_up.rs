@@ -100,7 +100,7 @@ impl Ensemble {
         let in_progress =
             crate::server::commit_executor::SnapshotInProgress(self.snapshots.in_progress.clone());
         let feed = self.config.snapshot_rebase.then(|| self.rebase.start());
-        crate::server::commit_executor::spawn_snapshot_thread(
+        crate::server::commit_executor::write_snapshot_on_worker(
             dir,
             tree,
             sessions,

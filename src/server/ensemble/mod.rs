@@ -292,6 +292,7 @@ pub async fn run(
             schedule: crate::server::snapshot_schedule::SnapshotSchedule::new(
                 config.snap_count,
                 u64::MAX,
+                crate::server::snapshot_schedule::IdleRule::of(&config),
             ),
             in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         },
@@ -568,12 +569,13 @@ impl Ensemble {
                 self.propose_each(candidates, |spec, p, scratch| spec.reap(&p, now, scratch));
             }
             ToCommit::RaftTick => {
-                self.rebase.release_memory_if_due(&self.stats.commit);
-                if self.snapshots.schedule.is_idle_due(
-                    std::time::Instant::now(),
-                    self.config.idle_snapshot_ms,
-                    self.config.idle_snapshot_min_txns,
-                ) {
+                self.rebase
+                    .release_memory_if_due(self.snapshots.schedule.last_txn(), &self.stats.commit);
+                if self
+                    .snapshots
+                    .schedule
+                    .is_idle_due(std::time::Instant::now())
+                {
                     self.start_snapshot();
                 }
                 self.replica.tick();
@@ -932,6 +934,7 @@ impl Ensemble {
             self.note_synced();
             return;
         }
+        let mut applied_txns = 0u64;
         // The leader publishes its sealed speculative trees: same state, no second apply.
         while let Some(batch) = self.sealed.front() {
             let from = self.applied.last_zxid();
@@ -950,7 +953,7 @@ impl Ensemble {
             self.applied.adopt_tree(batch.tree);
             self.triggers.extend(batch.triggers);
             self.changed = true;
-            self.snapshots.schedule.note(batch.entries, 0);
+            applied_txns += batch.entries;
         }
         let from = self.applied.last_zxid();
         let payloads: Vec<Arc<[u8]>> = self
@@ -966,8 +969,9 @@ impl Ensemble {
             self.triggers
                 .extend(scratch.drain(..).map(|t| (header.zxid, t)));
             self.changed = true;
-            self.snapshots.schedule.note(1, 0);
+            applied_txns += 1;
         }
+        self.snapshots.schedule.note(applied_txns, 0);
         self.note_synced();
         self.offer_to_rebase(applied_before);
         if let Some(m) = self.applied.membership()

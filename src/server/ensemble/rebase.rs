@@ -19,11 +19,7 @@ impl Ensemble {
     /// Streams the entries applied since `applied_before` to the snapshot thread.
     pub(super) fn offer_to_rebase(&mut self, applied_before: i64) {
         let applied = self.applied.last_zxid();
-        if applied <= applied_before {
-            return;
-        }
-        self.rebase.note_writes();
-        if !self.rebase.is_under_way() {
+        if applied <= applied_before || !self.rebase.is_under_way() {
             return;
         }
         let mut records = Vec::new();
