@@ -19,7 +19,8 @@ use crate::core::commit::{Attach, CommitCore, CoreConfig};
 use crate::core::tree::Trigger;
 use crate::server::limits::{COMMIT_BATCH_MAX, COMMIT_INBOX_MAX};
 use crate::server::log_writer::LogWriter;
-use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
+use crate::server::messages::{ConnectResult, ShardReply, ToCommit, ToShard};
+use crate::server::publication::{Publisher, TreeDemand};
 use crate::server::rebase::{self, Rebasing};
 use crate::server::snapshot_schedule::{IdleRule, SnapshotSchedule};
 use crate::server::stats::ServerStats;
@@ -48,6 +49,8 @@ struct CommitExecutor {
     reap_per_tick_max: usize,
     /// Moving the tree onto the newest snapshot (`server::rebase`).
     rebase: Rebasing,
+    /// When the shards get the tree (`server::publication`).
+    publisher: Publisher,
 }
 
 /// Runs the commit executor until every shard has hung up.
@@ -58,6 +61,7 @@ pub async fn run(
     inboxes: Vec<SharedReceiver<ToCommit>>,
     outboxes: Vec<SharedSender<ToShard>>,
     stats: Arc<ServerStats>,
+    demand: Arc<TreeDemand>,
 ) {
     let ShardLinks {
         merged_tx,
@@ -94,6 +98,7 @@ pub async fn run(
         stats,
         reap_per_tick_max: per_tick,
         rebase: Rebasing::default(),
+        publisher: Publisher::new(demand),
     };
     executor.publish_stats();
     let mut batch = Vec::with_capacity(COMMIT_BATCH_MAX);
@@ -204,10 +209,7 @@ impl CommitExecutor {
         let mut writes = 0u64;
         let mut records: Vec<u8> = Vec::new();
         let mut txn_count = 0u64;
-        if self.poll_rebase() {
-            // Shards move to the rebased tree now, so the old one is not kept alive by them.
-            changed = true;
-        }
+        self.poll_rebase();
         for message in batch.drain(..) {
             match message {
                 ToCommit::Connect(attempt) => {
@@ -293,6 +295,7 @@ impl CommitExecutor {
                         }
                     }
                 }
+                ToCommit::NeedTree => self.publisher.force(),
                 ToCommit::Peer { .. } | ToCommit::PeerLost { .. } | ToCommit::RaftTick => {
                     unreachable!("no peers when standalone")
                 }
@@ -333,20 +336,24 @@ impl CommitExecutor {
         } else if ticked && self.snapshots.idle_due() {
             self.start_snapshot().await;
         }
-        let published = changed.then(|| {
-            Arc::new(Published {
-                tree: self.core.tree().clone(),
-                triggers: std::mem::take(&mut triggers),
-            })
-        });
+        if changed {
+            self.publisher.changed();
+        }
+        let tree = self
+            .publisher
+            .tree_to_send(self.core.tree(), &self.stats.commit);
+        let triggers = (!triggers.is_empty()).then(|| Arc::new(triggers));
+        let last_zxid = self.core.last_zxid();
         // Figures first, so a client that saw its write acknowledged sees it counted in 4lw.
         self.publish_stats();
         for (shard, shard_replies) in replies.into_iter().enumerate() {
-            if published.is_none() && shard_replies.is_empty() {
+            if tree.is_none() && triggers.is_none() && shard_replies.is_empty() {
                 continue;
             }
             let message = ToShard {
-                published: published.clone(),
+                triggers: triggers.clone(),
+                tree: tree.clone(),
+                last_zxid,
                 replies: shard_replies,
             };
             // A shard that has gone away is shutting down; nothing to deliver to.
@@ -361,14 +368,16 @@ impl CommitExecutor {
         }
     }
 
-    /// Swaps in the rebased tree if the snapshot thread has it ready; true if it did.
-    fn poll_rebase(&mut self) -> bool {
+    /// Swaps in the rebased tree if the snapshot thread has it ready, and has it published
+    /// at once, so that the shards do not keep the old one alive.
+    fn poll_rebase(&mut self) {
         let Some(tree) = self.rebase.poll(self.core.last_zxid(), &self.stats.commit) else {
-            return false;
+            return;
         };
         let old = self.core.replace_tree(tree);
         self.rebase.swapped(old, &self.stats.commit);
-        true
+        self.publisher.changed();
+        self.publisher.force();
     }
 
     /// Starts a new log segment at the next zxid and writes a snapshot of the current state

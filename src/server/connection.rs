@@ -69,6 +69,8 @@ enum Lifecycle {
 enum Pending {
     /// A write (or sync) in the commit path.
     AwaitingCommit { xid: i32, started: Instant },
+    /// A write's reply, held until the requests before it have been answered.
+    Answered { reply: WriteReply, started: Instant },
     /// A local request that arrived behind a pending write.
     Queued {
         xid: i32,
@@ -233,29 +235,21 @@ impl Connection {
         self.connect_signal.notify();
     }
 
-    /// The commit executor answered this connection's oldest write.
+    /// The commit executor answered this connection's oldest write. Its reply goes out after
+    /// every request before it (R1): reads ahead of it may still wait for a newer tree (R8).
     pub fn on_write_reply(&self, reply: WriteReply) {
-        let started = {
+        {
             let mut state = self.state.borrow_mut();
-            match state.pending.pop_front() {
-                Some(Pending::AwaitingCommit { xid, started }) => {
-                    assert_eq!(xid, reply.xid, "write replies arrive in request order");
-                    started
-                }
-                _ => panic!("a write reply arrived for a connection with no write pending"),
-            }
-        };
-        self.shard.my_stats().outstanding.fetch_sub(1, Relaxed);
-        self.record_latency(started);
-        let result = if reply.err == 0 {
-            Ok(&reply.body[..])
-        } else {
-            Err(ZkError::from_code(reply.err).unwrap_or(ZkError::SystemError))
-        };
-        self.push_reply(reply.xid, reply.zxid, result);
-        if reply.close_connection {
-            self.close_after_flush();
-            return;
+            let slot = state
+                .pending
+                .iter_mut()
+                .find(|p| matches!(p, Pending::AwaitingCommit { .. }))
+                .expect("a write reply arrived for a connection with no write pending");
+            let Pending::AwaitingCommit { xid, started } = *slot else {
+                unreachable!("found above")
+            };
+            assert_eq!(xid, reply.xid, "write replies arrive in request order");
+            *slot = Pending::Answered { reply, started };
         }
         self.run_queued();
     }
@@ -266,27 +260,53 @@ impl Connection {
             .record_latency(started.elapsed().as_micros() as u64);
     }
 
-    /// Executes local requests that were waiting behind a write, up to the next write.
-    fn run_queued(&self) {
+    /// Sends, in request order, the answered writes and the local requests at the front of
+    /// the queue, up to the first write still in the commit path; a local request waits while
+    /// the shard's tree is behind (rule R8).
+    pub fn run_queued(&self) {
         loop {
             let next = {
                 let mut state = self.state.borrow_mut();
                 match state.pending.front() {
-                    Some(Pending::Queued { .. }) => state.pending.pop_front(),
+                    Some(Pending::Queued { .. }) if self.shard.is_behind() => {
+                        drop(state);
+                        self.shard.wait_for_tree(self.id);
+                        break;
+                    }
+                    Some(Pending::Queued { .. } | Pending::Answered { .. }) => {
+                        state.pending.pop_front()
+                    }
                     _ => None,
                 }
             };
-            let Some(Pending::Queued {
-                xid,
-                request,
-                started,
-            }) = next
-            else {
+            let Some(next) = next else {
                 break;
             };
             self.shard.my_stats().outstanding.fetch_sub(1, Relaxed);
-            self.execute_local(xid, &request);
-            self.record_latency(started);
+            match next {
+                Pending::Queued {
+                    xid,
+                    request,
+                    started,
+                } => {
+                    self.execute_local(xid, &request);
+                    self.record_latency(started);
+                }
+                Pending::Answered { reply, started } => {
+                    self.record_latency(started);
+                    let result = if reply.err == 0 {
+                        Ok(&reply.body[..])
+                    } else {
+                        Err(ZkError::from_code(reply.err).unwrap_or(ZkError::SystemError))
+                    };
+                    self.push_reply(reply.xid, reply.zxid, result);
+                    if reply.close_connection {
+                        self.close_after_flush();
+                        return;
+                    }
+                }
+                Pending::AwaitingCommit { .. } => unreachable!("not taken from the queue"),
+            }
             if self.lifecycle.get() != Lifecycle::Open {
                 break;
             }
@@ -296,15 +316,14 @@ impl Connection {
 
     /// Serves a request that does not go through the commit path.
     fn execute_local(&self, request_xid: i32, request: &Request) {
-        let snapshot = self.shard.snapshot();
-        let zxid = snapshot.tree.last_zxid();
+        let tree = self.shard.tree_for_read();
+        let zxid = tree.last_zxid();
         let (session_id, auth) = {
             let s = self.state.borrow();
             (s.session_id, s.auth.clone())
         };
         match request {
             Request::SetWatches(set) => {
-                let tree = &snapshot.tree;
                 let rel = set.relative_zxid;
                 let mut watches = self.shard.watches.borrow_mut();
                 for p in &set.data {
@@ -393,7 +412,7 @@ impl Connection {
                 self.close_after_flush();
             }
             other => {
-                let outcome = read::execute(&snapshot.tree, other, &auth, session_id);
+                let outcome = read::execute(&tree, other, &auth, session_id);
                 if let Some((kind, p)) = outcome.watch {
                     self.shard.watches.borrow_mut().add(kind, &p, self.id);
                 }
@@ -499,12 +518,16 @@ impl Connection {
                 frame,
             });
         }
-        if !self.state.borrow().pending.is_empty() {
+        let behind_a_write = !self.state.borrow().pending.is_empty();
+        if behind_a_write || self.shard.is_behind() {
             self.state.borrow_mut().pending.push_back(Pending::Queued {
                 xid: request_xid,
                 request,
                 started,
             });
+            if !behind_a_write {
+                self.shard.wait_for_tree(self.id);
+            }
             return Next::Continue;
         }
         stats.outstanding.fetch_sub(1, Relaxed);
@@ -783,7 +806,13 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
         return;
     }
     if let Some(command) = frames.peek_prefix().and_then(four_letter::command_of) {
-        let text = four_letter::respond(&shard, command);
+        // `dump` lists ephemerals from the tree: wait for one as new as the shard knows of.
+        let tree = if command == "dump" {
+            Some(shard.current_tree().await)
+        } else {
+            None
+        };
+        let text = four_letter::respond(&shard, command, tree);
         connection.push_frame(text.as_bytes());
         return;
     }

@@ -2,8 +2,10 @@
 //! `mntr` and `srvr`; kazoo parses `envi` for the server version).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::core::tree::DataTree;
 use crate::server::limits::FOUR_LETTER_REPLY_BYTES_MAX;
 use crate::server::shard::Shard;
 
@@ -28,7 +30,7 @@ fn version_line() -> String {
 }
 
 /// Builds the reply to `command`.
-pub fn respond(shard: &Shard, command: &str) -> String {
+pub fn respond(shard: &Shard, command: &str, tree: Option<Arc<DataTree>>) -> String {
     if !shard.config.four_letter_allowed(command) {
         return format!("{command} is not executed because it is not in the whitelist.\n");
     }
@@ -136,6 +138,10 @@ pub fn respond(shard: &Shard, command: &str) -> String {
                     commit.batch_max.load(Relaxed).to_string(),
                 ),
                 ("zoo_fsyncs", commit.fsyncs.load(Relaxed).to_string()),
+                (
+                    "zoo_tree_publications",
+                    commit.tree_publications.load(Relaxed).to_string(),
+                ),
                 (
                     "zoo_tree_overlay_nodes",
                     commit.overlay_nodes.load(Relaxed).to_string(),
@@ -272,7 +278,7 @@ pub fn respond(shard: &Shard, command: &str) -> String {
             }
         }
         "dump" => {
-            let tree = shard.snapshot();
+            let tree = tree.expect("dump is given the current tree");
             let _ = writeln!(out, "SessionTracker dump:");
             let _ = writeln!(
                 out,
@@ -280,7 +286,7 @@ pub fn respond(shard: &Shard, command: &str) -> String {
                 stats.commit.sessions.load(Relaxed)
             );
             let _ = writeln!(out, "ephemeral nodes dump:");
-            let owners = tree.tree.ephemeral_owners();
+            let owners = tree.ephemeral_owners();
             let _ = writeln!(out, "Sessions with Ephemerals ({}):", owners.len());
             for (session, paths) in owners {
                 let _ = writeln!(out, "0x{session:x}:");

@@ -16,6 +16,10 @@ pub const COMMIT_INBOX_MAX: usize = 4096;
 /// fsync) covers the whole batch.
 pub const COMMIT_BATCH_MAX: usize = 1024;
 
+/// Longest a changed tree goes unpublished while shards do not read (`server::publication`):
+/// bounds how long a shard pins a superseded tree and the memory only it still uses.
+pub const SHARD_TREE_REFRESH_MS: u64 = 1000;
+
 /// Requests one connection may have in progress (queued behind a write or awaiting commit)
 /// before the server stops reading its socket.
 pub const OUTSTANDING_PER_CONNECTION_MAX: usize = 1000;

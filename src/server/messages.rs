@@ -59,6 +59,9 @@ pub enum ToCommit {
     },
     /// Ensemble: the replication clock.
     RaftTick,
+    /// A shard holds reads until it has a tree as new as the replies it has delivered
+    /// (`server::publication`).
+    NeedTree,
 }
 
 /// What a handshake came to.
@@ -86,13 +89,8 @@ pub enum ConnectResult {
     NotServing,
 }
 
-/// A new state of the tree, shared by every shard.
-#[derive(Debug)]
-pub struct Published {
-    pub tree: DataTree,
-    /// Triggers of every txn since the previous publication, in zxid order, each with its zxid.
-    pub triggers: Vec<(i64, Trigger)>,
-}
+/// Watch triggers of txns, in zxid order, each with its zxid; shared by every shard.
+pub type Triggers = Arc<Vec<(i64, Trigger)>>;
 
 #[derive(Debug)]
 pub enum ShardReply {
@@ -108,10 +106,16 @@ pub enum ShardReply {
     Close { connection_id: u64 },
 }
 
-/// One commit batch as seen by one shard: first the new tree (if any) and its triggers, then
-/// this shard's replies (rule R3: events before the replies that follow them).
+/// One commit batch as seen by one shard: first the triggers of its txns, then the new tree
+/// (only when the commit executor publishes one: `server::publication`), then this shard's
+/// replies (rule R3: events before the replies that follow them).
 #[derive(Debug)]
 pub struct ToShard {
-    pub published: Option<Arc<Published>>,
+    /// Triggers of every txn since the previous message (None: no txn).
+    pub triggers: Option<Triggers>,
+    pub tree: Option<Arc<DataTree>>,
+    /// The commit executor's last applied (and durable) zxid: a shard whose tree is older
+    /// holds its reads until a tree this new arrives (rule R8).
+    pub last_zxid: i64,
     pub replies: Vec<ShardReply>,
 }

@@ -15,6 +15,7 @@ pub mod log_writer;
 pub mod memory;
 pub mod messages;
 pub mod peer;
+pub mod publication;
 pub mod rebase;
 pub mod shard;
 pub mod snapshot_check;
@@ -34,7 +35,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::Config;
 use crate::core::commit::CommitCore;
 use crate::server::limits::{COMMIT_QUEUE_PER_SHARD_MAX, SHARD_INBOX_MAX};
-use crate::server::messages::{Published, ToCommit, ToShard};
+use crate::server::messages::{ToCommit, ToShard};
 use crate::server::shard::{ConnectionLimiter, Shard};
 use crate::server::stats::ServerStats;
 
@@ -261,10 +262,8 @@ pub fn run(
             std::sync::atomic::Ordering::Relaxed,
         );
     }
-    let initial = Arc::new(Published {
-        tree: state.tree().clone(),
-        triggers: Vec::new(),
-    });
+    let initial = Arc::new(state.tree().clone());
+    let demand = Arc::new(publication::TreeDemand::default());
 
     let mut to_commit_receivers = Vec::new();
     let mut to_shard_senders = Vec::new();
@@ -281,6 +280,7 @@ pub fn run(
     let commit_config = config.clone();
     let log_dir = crate::storage::log::log_directory(&config.data_log_dir);
     let commit_stats = stats.clone();
+    let commit_demand = demand.clone();
     let commit_task = move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
         match start {
             Start::Standalone(core) => Box::pin(commit_executor::run(
@@ -290,6 +290,7 @@ pub fn run(
                 to_commit_receivers,
                 to_shard_senders,
                 commit_stats,
+                commit_demand,
             )),
             Start::Replicated(recovered) => Box::pin(ensemble::run(
                 commit_config,
@@ -298,6 +299,7 @@ pub fn run(
                 to_commit_receivers,
                 to_shard_senders,
                 commit_stats,
+                commit_demand,
             )),
         }
     };
@@ -332,6 +334,7 @@ pub fn run(
         let stats = stats.clone();
         let limiter = limiter.clone();
         let initial = initial.clone();
+        let demand = demand.clone();
         let bound_tx = bound_tx.clone();
         let commit_here = if index == 0 { commit_task.take() } else { None };
         let tls_listener = match (secure_address, &tls) {
@@ -357,7 +360,7 @@ pub fn run(
                 };
                 let to_commit = to_commit_tx.connect().await;
                 let shard = Rc::new(Shard::new(
-                    index, config, stats, limiter, initial, to_commit,
+                    index, config, stats, limiter, initial, demand, to_commit,
                 ));
                 glommio::spawn_local(shard.clone().run_inbox(to_shard_rx)).detach();
                 if let Some((secure, acceptor)) = tls_listener {

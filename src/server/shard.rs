@@ -15,11 +15,13 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver};
 
 use crate::config::Config;
 use crate::core::acl::{self, perms};
+use crate::core::tree::DataTree;
 use crate::core::watches::WatchTable;
 use crate::jute::records::{ReplyHeader, encode_watcher_event, xid};
 use crate::server::connection::Connection;
 use crate::server::limits::TOUCH_REPORT_INTERVAL_MS;
-use crate::server::messages::{Published, ShardReply, ToCommit, ToShard};
+use crate::server::messages::{ShardReply, ToCommit, ToShard, Triggers};
+use crate::server::publication::TreeDemand;
 use crate::server::stats::{ServerStats, ShardListing, ShardStats};
 
 /// Connections per client IP across all shards (`maxClientCnxns`). Touched only when a
@@ -56,7 +58,16 @@ pub struct Shard {
     pub config: Arc<Config>,
     pub stats: Arc<ServerStats>,
     pub limiter: Arc<ConnectionLimiter>,
-    published: RefCell<Arc<Published>>,
+    /// The tree reads are served from: the newest one the commit executor published.
+    tree: RefCell<Arc<DataTree>>,
+    /// The newest zxid the commit executor has told this shard of (replies and triggers of
+    /// txns up to it have been delivered). Reads wait while the tree is older (rule R8).
+    seen_zxid: Cell<i64>,
+    /// `NeedTree` was sent and no tree has arrived since.
+    tree_requested: Cell<bool>,
+    /// Connections holding reads until a newer tree arrives.
+    waiting_for_tree: RefCell<Vec<u64>>,
+    demand: Arc<TreeDemand>,
     connections: RefCell<HashMap<u64, Rc<Connection>>>,
     pub watches: RefCell<WatchTable>,
     to_commit: ConnectedSender<ToCommit>,
@@ -70,7 +81,8 @@ impl Shard {
         config: Arc<Config>,
         stats: Arc<ServerStats>,
         limiter: Arc<ConnectionLimiter>,
-        initial: Arc<Published>,
+        initial: Arc<DataTree>,
+        demand: Arc<TreeDemand>,
         to_commit: ConnectedSender<ToCommit>,
     ) -> Shard {
         Shard {
@@ -78,7 +90,11 @@ impl Shard {
             config,
             stats,
             limiter,
-            published: RefCell::new(initial),
+            seen_zxid: Cell::new(initial.last_zxid()),
+            tree: RefCell::new(initial),
+            tree_requested: Cell::new(false),
+            waiting_for_tree: RefCell::new(Vec::new()),
+            demand,
             connections: RefCell::new(HashMap::new()),
             watches: RefCell::new(WatchTable::default()),
             to_commit,
@@ -91,13 +107,54 @@ impl Shard {
         &self.stats.shards[self.index]
     }
 
-    /// The tree snapshot reads are served from.
-    pub fn snapshot(&self) -> Arc<Published> {
-        self.published.borrow().clone()
+    /// The tree a read is served from. Only while the shard is not behind
+    /// ([`Shard::is_behind`]); a caller that reads notes it, so that the commit executor
+    /// keeps publishing.
+    pub fn tree_for_read(&self) -> Arc<DataTree> {
+        debug_assert!(
+            !self.is_behind(),
+            "reads wait while the shard is behind (R8)"
+        );
+        self.demand.note_read();
+        self.tree.borrow().clone()
     }
 
+    /// The newest zxid this shard knows of, for reply headers.
     pub fn last_zxid(&self) -> i64 {
-        self.published.borrow().tree.last_zxid()
+        self.seen_zxid.get()
+    }
+
+    /// True while the shard has delivered replies or triggers of txns its tree lacks: a read
+    /// now could miss a client's own write or a watch event (rule R8).
+    pub fn is_behind(&self) -> bool {
+        self.seen_zxid.get() > self.tree.borrow().last_zxid()
+    }
+
+    /// Holds `connection_id`'s reads until a newer tree arrives, and asks for one.
+    pub fn wait_for_tree(&self, connection_id: u64) {
+        self.waiting_for_tree.borrow_mut().push(connection_id);
+        self.demand.note_read();
+        if !self.tree_requested.replace(true) {
+            // A full queue means the commit executor is busy: it finishes a batch soon and
+            // then sees the demand flag, so the request itself may be dropped.
+            let _ = self.to_commit.try_send(ToCommit::NeedTree);
+        }
+    }
+
+    /// The current tree for a four-letter word: waits (polling; these are rare) until the
+    /// shard is not behind.
+    pub async fn current_tree(&self) -> Arc<DataTree> {
+        for _ in 0..1000 {
+            if !self.is_behind() {
+                break;
+            }
+            self.demand.note_read();
+            if !self.tree_requested.replace(true) {
+                let _ = self.to_commit.try_send(ToCommit::NeedTree);
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        self.tree.borrow().clone()
     }
 
     pub fn allocate_connection_id(&self) -> u64 {
@@ -144,8 +201,15 @@ impl Shard {
     pub async fn run_inbox(self: Rc<Self>, inbox: SharedReceiver<ToShard>) {
         let inbox = inbox.connect().await;
         while let Some(message) = inbox.recv().await {
-            if let Some(published) = message.published {
-                self.apply_published(published);
+            // Events first, then the tree, so no read can observe a change before its event
+            // has been queued (rule R3); replies last.
+            if let Some(triggers) = message.triggers {
+                self.fire(&triggers);
+            }
+            self.seen_zxid
+                .set(self.seen_zxid.get().max(message.last_zxid));
+            if let Some(tree) = message.tree {
+                self.install(tree);
             }
             for reply in message.replies {
                 self.deliver(reply);
@@ -153,37 +217,49 @@ impl Shard {
         }
     }
 
-    /// Installs a new tree snapshot after delivering its watch events, so no read can observe
-    /// a change before its event has been queued (rule R3).
-    fn apply_published(&self, published: Arc<Published>) {
-        if !published.triggers.is_empty() {
-            let connections = self.connections.borrow();
-            let mut watches = self.watches.borrow_mut();
-            for (zxid, trigger) in &published.triggers {
-                let fired = watches.trigger(&trigger.path, trigger.event);
-                for connection_id in fired {
-                    let Some(connection) = connections.get(&connection_id) else {
-                        continue;
-                    };
-                    // Since 3.9.2, events go only to sessions that may READ the node.
-                    if !acl::check(&trigger.acl, perms::READ, &connection.auth()) {
-                        continue;
-                    }
-                    let mut frame = Vec::with_capacity(64 + trigger.path.len());
-                    frame_start(&mut frame);
-                    ReplyHeader {
-                        xid: xid::NOTIFICATION,
-                        zxid: *zxid,
-                        err: 0,
-                    }
-                    .encode(&mut frame);
-                    encode_watcher_event(trigger.event, &trigger.path, &mut frame);
-                    frame_finish(&mut frame);
-                    connection.push_frame(&frame);
-                }
+    /// Installs a newer tree and runs the reads that were waiting for it.
+    fn install(&self, tree: Arc<DataTree>) {
+        *self.tree.borrow_mut() = tree;
+        if self.is_behind() {
+            return;
+        }
+        self.tree_requested.set(false);
+        let waiting = std::mem::take(&mut *self.waiting_for_tree.borrow_mut());
+        for connection_id in waiting {
+            let connection = self.connections.borrow().get(&connection_id).cloned();
+            if let Some(connection) = connection {
+                connection.run_queued();
             }
         }
-        *self.published.borrow_mut() = published;
+    }
+
+    /// Queues the watch events of `triggers` on the watching connections.
+    fn fire(&self, triggers: &Triggers) {
+        let connections = self.connections.borrow();
+        let mut watches = self.watches.borrow_mut();
+        for (zxid, trigger) in triggers.iter() {
+            let fired = watches.trigger(&trigger.path, trigger.event);
+            for connection_id in fired {
+                let Some(connection) = connections.get(&connection_id) else {
+                    continue;
+                };
+                // Since 3.9.2, events go only to sessions that may READ the node.
+                if !acl::check(&trigger.acl, perms::READ, &connection.auth()) {
+                    continue;
+                }
+                let mut frame = Vec::with_capacity(64 + trigger.path.len());
+                frame_start(&mut frame);
+                ReplyHeader {
+                    xid: xid::NOTIFICATION,
+                    zxid: *zxid,
+                    err: 0,
+                }
+                .encode(&mut frame);
+                encode_watcher_event(trigger.event, &trigger.path, &mut frame);
+                frame_finish(&mut frame);
+                connection.push_frame(&frame);
+            }
+        }
     }
 
     fn deliver(&self, reply: ShardReply) {

@@ -133,6 +133,9 @@ pub struct CommitStats {
     pub overlay_nodes: AtomicU64,
     pub rebases: AtomicU64,
     pub rebases_abandoned: AtomicU64,
+    /// Trees handed to the shards (`server::publication`); fewer than batches when the
+    /// shards do not read.
+    pub tree_publications: AtomicU64,
     /// Longest swap onto a rebased tree, in the commit path (µs).
     pub rebase_swap_max_micros: AtomicU64,
     /// Longest return of free memory to the system, in the commit path (µs).

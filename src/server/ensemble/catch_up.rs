@@ -174,7 +174,8 @@ impl Ensemble {
         self.applied = CommitCore::restore(config, loaded.tree, sessions, wall_clock_ms());
         self.restart_log(zxid).await;
         self.replica.snapshot_installed(zxid);
-        self.changed = true;
+        self.publisher.changed();
+        self.publisher.force();
         self.triggers.clear();
         true
     }

@@ -42,8 +42,9 @@ use crate::server::limits::{
     RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::server::log_writer::LogWriter;
-use crate::server::messages::{ConnectResult, Published, ShardReply, ToCommit, ToShard};
+use crate::server::messages::{ConnectResult, ShardReply, ToCommit, ToShard};
 use crate::server::peer::{self, PeerMessage};
+use crate::server::publication::{Publisher, TreeDemand};
 use crate::server::stats::{ServerMode, ServerStats};
 use crate::server::wall_clock_ms;
 use crate::storage::log::encode_record;
@@ -118,7 +119,8 @@ struct Ensemble {
     epoch_start: i64,
     replies: Vec<Vec<ShardReply>>,
     triggers: Vec<(i64, Trigger)>,
-    changed: bool,
+    /// When the shards get the applied tree (`server::publication`).
+    publisher: Publisher,
     snapshots: SnapshotState,
     catch_up: CatchUp,
     reap_per_tick_max: usize,
@@ -181,6 +183,7 @@ pub async fn run(
     inboxes: Vec<SharedReceiver<ToCommit>>,
     outboxes: Vec<SharedSender<ToShard>>,
     stats: Arc<ServerStats>,
+    demand: Arc<TreeDemand>,
 ) {
     let ShardLinks {
         merged_tx,
@@ -287,7 +290,7 @@ pub async fn run(
         synced_term: None,
         epoch_start: i64::MAX,
         triggers: Vec::new(),
-        changed: false,
+        publisher: Publisher::new(demand),
         snapshots: SnapshotState {
             schedule: crate::server::snapshot_schedule::SnapshotSchedule::new(
                 config.snap_count,
@@ -589,6 +592,7 @@ impl Ensemble {
                     self.replica.send_snapshot(peer, zxid, data);
                 }
             }
+            ToCommit::NeedTree => self.publisher.force(),
             ToCommit::PeerLost { from } => {
                 // A follower that reconnects (or restarted) starts its streams afresh.
                 self.forward_expected.retain(|(f, _), _| *f != from);
@@ -952,7 +956,7 @@ impl Ensemble {
             }
             self.applied.adopt_tree(batch.tree);
             self.triggers.extend(batch.triggers);
-            self.changed = true;
+            self.publisher.changed();
             applied_txns += batch.entries;
         }
         let from = self.applied.last_zxid();
@@ -968,7 +972,7 @@ impl Ensemble {
             self.applied.apply(&header, &txn, &mut scratch);
             self.triggers
                 .extend(scratch.drain(..).map(|t| (header.zxid, t)));
-            self.changed = true;
+            self.publisher.changed();
             applied_txns += 1;
         }
         self.snapshots.schedule.note(applied_txns, 0);
@@ -1091,20 +1095,22 @@ impl Ensemble {
     }
 
     async fn publish(&mut self) {
-        let published = std::mem::take(&mut self.changed).then(|| {
-            Arc::new(Published {
-                tree: self.applied.tree().clone(),
-                triggers: std::mem::take(&mut self.triggers),
-            })
-        });
+        let tree = self
+            .publisher
+            .tree_to_send(self.applied.tree(), &self.stats.commit);
+        let triggers =
+            (!self.triggers.is_empty()).then(|| Arc::new(std::mem::take(&mut self.triggers)));
+        let last_zxid = self.applied.last_zxid();
         self.publish_stats();
         for shard in 0..self.shards.len() {
             let replies = std::mem::take(&mut self.replies[shard]);
-            if published.is_none() && replies.is_empty() {
+            if tree.is_none() && triggers.is_none() && replies.is_empty() {
                 continue;
             }
             let message = ToShard {
-                published: published.clone(),
+                triggers: triggers.clone(),
+                tree: tree.clone(),
+                last_zxid,
                 replies,
             };
             let _ = self.shards[shard].send(message).await;

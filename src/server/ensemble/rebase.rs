@@ -41,7 +41,8 @@ impl Ensemble {
         let old = self.applied.replace_tree(tree);
         let old_leader_trees = self.rebase_speculative();
         // Shards move to the rebased tree with the next publication.
-        self.changed = true;
+        self.publisher.changed();
+        self.publisher.force();
         self.rebase
             .swapped((old, old_leader_trees), &self.stats.commit);
     }
