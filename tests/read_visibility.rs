@@ -154,7 +154,6 @@ fn pipelined_reads_between_writes_are_answered_in_order_while_trees_lag() {
             expected.push((xid, "get", i));
         }
         client.send_raw(&frames).unwrap();
-        let mut last_seen = -1;
         for (xid, kind, i) in expected {
             let reply = client.read_response().expect("every request is answered");
             assert_eq!(reply.xid, xid, "replies in request order (R1)");
@@ -163,13 +162,62 @@ fn pipelined_reads_between_writes_are_answered_in_order_while_trees_lag() {
                 let mut c = Cursor::new(&reply.body);
                 let data = c.buffer().unwrap();
                 let seen = i32::from_be_bytes(data[..4].try_into().unwrap());
-                assert!(
-                    seen >= i,
-                    "a read sees its session's earlier write: {seen} < {i}"
-                );
-                assert!(seen >= last_seen, "a session never reads an older state");
-                last_seen = seen;
+                // Its own earlier set, and not the next one, which is held until it is served.
+                assert_eq!(seen, i, "a read between set {i} and set {}", i + 1);
             }
         }
+    }
+}
+
+#[test]
+fn a_read_between_two_writes_of_a_session_sees_the_first_and_not_the_second() {
+    // ZooKeeper serves a session's requests in order: a read sent after one write and before
+    // the next sees the first applied and the second not yet (R1). Sent back to back, the two
+    // writes could share a commit batch; the second must not reach the commit path before
+    // the read between them has been served.
+    let server = ZooServer::start(&["zoo.shards=1"]);
+    let mut client = RawClient::connect(server.port());
+    client.create("/order", b"", 0).unwrap();
+    for i in 0..200 {
+        let (first, second) = (format!("/order/a{i}"), format!("/order/b{i}"));
+        let mut frames = Vec::new();
+        let w0 = client.next_xid();
+        frames.extend(common::request_frame(
+            w0,
+            common::op::CREATE,
+            &common::create_body(&first, b"", 0),
+        ));
+        let r1 = client.next_xid();
+        let mut body = Vec::new();
+        body.string(&second).boolean(false);
+        frames.extend(common::request_frame(r1, common::op::EXISTS, &body));
+        let r2 = client.next_xid();
+        let mut body = Vec::new();
+        body.string(&first).boolean(false);
+        frames.extend(common::request_frame(r2, common::op::EXISTS, &body));
+        let w1 = client.next_xid();
+        frames.extend(common::request_frame(
+            w1,
+            common::op::CREATE,
+            &common::create_body(&second, b"", 0),
+        ));
+        client.send_raw(&frames).unwrap();
+        let replies: Vec<_> = (0..4).map(|_| client.read_response().unwrap()).collect();
+        assert_eq!(
+            replies.iter().map(|r| r.xid).collect::<Vec<_>>(),
+            [w0, r1, r2, w1],
+            "replies in request order (R1)"
+        );
+        assert_eq!(replies[0].err, 0);
+        assert_eq!(
+            replies[1].err,
+            common::err::NO_NODE,
+            "round {i}: a read saw a write its session sent after it"
+        );
+        assert_eq!(
+            replies[2].err, 0,
+            "round {i}: a read missed its session's earlier write"
+        );
+        assert_eq!(replies[3].err, 0);
     }
 }

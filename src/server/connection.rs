@@ -536,6 +536,37 @@ impl Connection {
         Next::Continue
     }
 
+    /// Waits until no read of this connection waits in its queue (false if the connection
+    /// closes first). ZooKeeper serves a session's requests in order, so a read sent between
+    /// two writes sees the first and not the second (R1); a write goes to the commit path only
+    /// after the reads before it have been served, since two writes in one commit batch would
+    /// otherwise both be in the tree those reads are served from. Frames after the write are
+    /// not read meanwhile, so every waiting read is one sent before it.
+    async fn reads_before_served(&self) -> bool {
+        loop {
+            let reads_waiting = self
+                .state
+                .borrow()
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pending::Queued { .. }));
+            if !reads_waiting {
+                return true;
+            }
+            if self.lifecycle.get() != Lifecycle::Open {
+                return false;
+            }
+            // run_queued signals after serving; the timer only guards against a lost signal.
+            let served = async {
+                self.resume_signal.wait().await;
+            };
+            let poll = async {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            };
+            future::or(served, poll).await;
+        }
+    }
+
     fn must_pause_reading(&self) -> bool {
         if self.state.borrow().pending.len() >= OUTSTANDING_PER_CONNECTION_MAX {
             return true;
@@ -911,7 +942,12 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
                     match next {
                         Next::Continue => {}
                         Next::Stop => return,
-                        Next::Forward(message) => shard.send_to_commit(message).await,
+                        Next::Forward(message) => {
+                            if !connection.reads_before_served().await {
+                                return;
+                            }
+                            shard.send_to_commit(message).await
+                        }
                     }
                 }
                 Frame::BadLength => return,
