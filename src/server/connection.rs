@@ -228,6 +228,7 @@ impl Connection {
             self.lifecycle.set(Lifecycle::FlushThenClose);
         }
         self.output_signal.notify();
+        self.resume_signal.notify();
     }
 
     pub fn on_connect_result(&self, result: ConnectResult) {
@@ -556,14 +557,9 @@ impl Connection {
             if self.lifecycle.get() != Lifecycle::Open {
                 return false;
             }
-            // run_queued signals after serving; the timer only guards against a lost signal.
-            let served = async {
-                self.resume_signal.wait().await;
-            };
-            let poll = async {
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            };
-            future::or(served, poll).await;
+            // run_queued signals after serving, and closing signals too; no timer, whose
+            // registration would cost a ring submission per write.
+            self.resume_signal.wait().await;
         }
     }
 
