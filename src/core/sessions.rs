@@ -2,7 +2,7 @@
 //! by last-heard-from time (ZooKeeper's `SessionTrackerImpl`, without tick buckets: expiry is
 //! checked every tick against each session's own deadline).
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 
 /// Where a session's live connection is: the shard that owns the socket and the connection's
 /// id on that shard.

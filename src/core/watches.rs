@@ -2,7 +2,7 @@
 //! persistent and persistent-recursive modes). Watches belong to connections, identified by
 //! the shard-local connection id; a shard only ever holds watches of its own connections.
 
-use std::collections::{HashMap, HashSet};
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 
 use crate::core::path;
 use crate::jute::records::{EventType, WatcherType};

@@ -385,6 +385,9 @@ impl CommitExecutor {
     async fn start_snapshot(&mut self) {
         use std::sync::atomic::Ordering::Acquire;
         if self.snapshots.in_progress.swap(true, Acquire) {
+            // As ZooKeeper ("Too busy to snap, skipping"): the count starts afresh, so the
+            // next snapshot comes a drawn count after this one was due, not back to back.
+            self.snapshots.schedule.restart();
             return;
         }
         // The previous snapshot thread has finished, so its rebased tree (if any) is ready.
@@ -482,8 +485,10 @@ struct SnapshotPolicy {
 }
 
 impl SnapshotPolicy {
+    /// `snapCount` (or the log bytes) reached: start a snapshot, or skip it if one is still
+    /// being written.
     fn due(&self) -> bool {
-        self.schedule.is_due() && !self.in_progress.load(std::sync::atomic::Ordering::Acquire)
+        self.schedule.is_due()
     }
 
     /// Writes stopped after enough txns (`SnapshotSchedule::is_idle_due`).

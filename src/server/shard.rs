@@ -3,8 +3,8 @@
 //! current tree snapshot, forwards writes to the commit executor and delivers watch events.
 //! All of its state is `!Send` and touched only by its own thread.
 
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;

@@ -89,6 +89,8 @@ impl Ensemble {
     pub(super) fn start_snapshot(&mut self) {
         use std::sync::atomic::Ordering::Acquire;
         if self.snapshots.in_progress.swap(true, Acquire) {
+            // As ZooKeeper ("Too busy to snap, skipping"): count afresh.
+            self.snapshots.schedule.restart();
             return;
         }
         // The previous snapshot thread has finished, so its rebased tree (if any) is ready.

@@ -18,7 +18,9 @@ mod leader;
 mod read_only;
 mod rebase;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use ahash::AHashMap as HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -574,10 +576,16 @@ impl Ensemble {
             ToCommit::RaftTick => {
                 self.rebase
                     .release_memory_if_due(self.snapshots.schedule.last_txn(), &self.stats.commit);
+                // Not while a snapshot is being written: skipping would count afresh and lose
+                // the txns the idle rule is waiting to cover.
                 if self
                     .snapshots
                     .schedule
                     .is_idle_due(std::time::Instant::now())
+                    && !self
+                        .snapshots
+                        .in_progress
+                        .load(std::sync::atomic::Ordering::Acquire)
                 {
                     self.start_snapshot();
                 }
