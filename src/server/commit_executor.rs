@@ -387,7 +387,7 @@ impl CommitExecutor {
         if self.snapshots.in_progress.swap(true, Acquire) {
             // As ZooKeeper ("Too busy to snap, skipping"): the count starts afresh, so the
             // next snapshot comes a drawn count after this one was due, not back to back.
-            self.snapshots.schedule.restart();
+            self.snapshots.schedule.skipped();
             return;
         }
         // The previous snapshot thread has finished, so its rebased tree (if any) is ready.
@@ -397,7 +397,7 @@ impl CommitExecutor {
             eprintln!("zoo: FATAL: cannot start a new log segment: {e}");
             std::process::exit(1);
         }
-        self.snapshots.schedule.restart();
+        self.snapshots.schedule.started();
         let tree = self.core.tree().clone();
         let sessions = SessionRecord::all_of(&self.core);
         let dir = self.snapshots.dir.clone();

@@ -21,6 +21,9 @@ pub struct SnapshotSchedule {
     bytes_due: u64,
     txns_since: u64,
     bytes_since: u64,
+    /// Txns since the last snapshot that was taken (a skipped one restarts the count above,
+    /// not this): what the idle rule waits to cover.
+    txns_uncovered: u64,
     /// When `note` last counted a txn.
     last_txn: Option<std::time::Instant>,
     idle: IdleRule,
@@ -71,6 +74,7 @@ impl SnapshotSchedule {
             bytes_due: 0,
             txns_since: 0,
             bytes_since: 0,
+            txns_uncovered: 0,
             last_txn: None,
             idle,
         };
@@ -82,6 +86,7 @@ impl SnapshotSchedule {
     pub fn note(&mut self, txns: u64, bytes: u64) {
         self.txns_since += txns;
         self.bytes_since += bytes;
+        self.txns_uncovered += txns;
         if txns > 0 {
             self.last_txn = Some(std::time::Instant::now());
         }
@@ -97,7 +102,7 @@ impl SnapshotSchedule {
     pub fn is_idle_due(&self, now: std::time::Instant) -> bool {
         let IdleRule { quiet_ms, min_txns } = self.idle;
         quiet_ms > 0
-            && self.txns_since >= min_txns.max(1)
+            && self.txns_uncovered >= min_txns.max(1)
             && self.last_txn.is_some_and(|at| {
                 now.saturating_duration_since(at) >= std::time::Duration::from_millis(quiet_ms)
             })
@@ -108,7 +113,15 @@ impl SnapshotSchedule {
     }
 
     /// A snapshot was started: counts from zero against newly drawn thresholds.
-    pub fn restart(&mut self) {
+    pub fn started(&mut self) {
+        self.txns_uncovered = 0;
+        self.restart_with(random_roll(), random_roll());
+    }
+
+    /// A snapshot came due while the previous one was still being written and was skipped:
+    /// the next one is due a newly drawn count from now. The txns stay uncovered for the
+    /// idle rule.
+    pub fn skipped(&mut self) {
         self.restart_with(random_roll(), random_roll());
     }
 
@@ -163,8 +176,16 @@ mod tests {
         assert!(!s.is_idle_due(std::time::Instant::now()), "not quiet yet");
         assert!(s.is_idle_due(later(600)));
         assert!(!off.is_idle_due(later(600)), "0 turns it off");
-        s.restart();
-        assert!(!s.is_idle_due(later(600)), "counts from the last snapshot");
+        s.skipped();
+        assert!(
+            s.is_idle_due(later(600)),
+            "a skipped snapshot covers nothing: the txns still count"
+        );
+        s.started();
+        assert!(
+            !s.is_idle_due(later(600)),
+            "counts from the last snapshot taken"
+        );
     }
 
     #[test]

@@ -90,12 +90,12 @@ impl Ensemble {
         use std::sync::atomic::Ordering::Acquire;
         if self.snapshots.in_progress.swap(true, Acquire) {
             // As ZooKeeper ("Too busy to snap, skipping"): count afresh.
-            self.snapshots.schedule.restart();
+            self.snapshots.schedule.skipped();
             return;
         }
         // The previous snapshot thread has finished, so its rebased tree (if any) is ready.
         self.poll_rebase();
-        self.snapshots.schedule.restart();
+        self.snapshots.schedule.started();
         let tree = self.applied.tree().clone();
         let sessions = SessionRecord::all_of(&self.applied);
         let dir = self.snapshot_dir.clone();
