@@ -387,3 +387,75 @@ fn connection_dropped_mid_frame_leaves_server_healthy() {
     assert_eq!(setup.bystander.exists("/half", false), Err(err::NO_NODE));
     setup.assert_unaffected();
 }
+
+#[test]
+fn a_malformed_multi_is_answered_after_the_requests_before_it() {
+    let server = ZooServer::start(&["zoo.shards=1"]);
+    let mut client = RawClient::connect(server.port());
+    for i in 0..50 {
+        let mut frames = Vec::new();
+        let create = client.next_xid();
+        frames.extend(request_frame(
+            create,
+            op::CREATE,
+            &create_body(&format!("/m{i}"), b"", 0),
+        ));
+        let read = client.next_xid();
+        let mut body = Vec::new();
+        body.string(&format!("/m{i}")).boolean(false);
+        frames.extend(request_frame(read, op::GET_DATA, &body));
+        // A multi holding a getData: MARSHALLINGERROR, decided as soon as it is decoded.
+        let multi = client.next_xid();
+        let mut body = Vec::new();
+        body.int(op::GET_DATA).boolean(false).int(-1);
+        frames.extend(request_frame(multi, op::MULTI, &body));
+        client.send_raw(&frames).unwrap();
+        let replies: Vec<Reply> = (0..3).map(|_| client.read_response().unwrap()).collect();
+        assert_eq!(
+            replies.iter().map(|r| r.xid).collect::<Vec<_>>(),
+            [create, read, multi],
+            "replies in request order (R1)"
+        );
+        assert_eq!(replies[2].err, err::MARSHALLING_ERROR);
+    }
+}
+
+#[test]
+fn clients_that_vanish_with_requests_in_flight_leave_nothing_outstanding() {
+    let server = ZooServer::start(&["zoo.shards=1"]);
+    let mut setup = RawClient::connect(server.port());
+    setup.create("/gone", b"", 0).unwrap();
+    for i in 0..40 {
+        let mut client = RawClient::connect(server.port());
+        let mut frames = Vec::new();
+        let xid = client.next_xid();
+        frames.extend(request_frame(
+            xid,
+            op::CREATE,
+            &create_body(&format!("/gone/a{i}"), b"", 0),
+        ));
+        for _ in 0..3 {
+            let xid = client.next_xid();
+            let mut body = Vec::new();
+            body.string("/gone").boolean(false);
+            frames.extend(request_frame(xid, op::GET_DATA, &body));
+        }
+        let xid = client.next_xid();
+        frames.extend(request_frame(
+            xid,
+            op::CREATE,
+            &create_body(&format!("/gone/b{i}"), b"", 0),
+        ));
+        client.send_raw(&frames).unwrap();
+        drop(client);
+    }
+    // Requests of closed connections no longer count towards globalOutstandingLimit; if they
+    // did, a shard would in time stop reading every socket.
+    wait_for("zk_outstanding_requests back to 0", || {
+        let text = four_letter(server.port(), "mntr").ok()?;
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["zk_outstanding_requests", "0"])
+            .then_some(())
+    });
+    setup.create("/gone/after", b"", 0).unwrap();
+}

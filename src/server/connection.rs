@@ -236,8 +236,26 @@ impl Connection {
         self.connect_signal.notify();
     }
 
+    /// A reply decided on arrival (a malformed multi's error) that must still leave after
+    /// the replies of the requests before it (R1).
+    fn reply_in_order(&self, reply: WriteReply) {
+        if self.state.borrow().pending.is_empty() {
+            let result = Err(ZkError::from_code(reply.err).unwrap_or(ZkError::SystemError));
+            self.push_reply(reply.xid, reply.zxid, result);
+            return;
+        }
+        self.shard.my_stats().outstanding.fetch_add(1, Relaxed);
+        self.state
+            .borrow_mut()
+            .pending
+            .push_back(Pending::Answered {
+                reply,
+                started: Instant::now(),
+            });
+    }
+
     /// The commit executor answered this connection's oldest write. Its reply goes out after
-    /// every request before it (R1): reads ahead of it may still wait for a newer tree (R8).
+    /// every request before it (R1), held as `Answered` while any is still waiting.
     pub fn on_write_reply(&self, reply: WriteReply) {
         {
             let mut state = self.state.borrow_mut();
@@ -478,7 +496,13 @@ impl Connection {
                 return Next::Stop;
             }
             Err(RequestError::BadMulti) => {
-                self.push_reply(request_xid, zxid, Err(ZkError::MarshallingError));
+                self.reply_in_order(WriteReply {
+                    xid: request_xid,
+                    zxid,
+                    err: ZkError::MarshallingError.code(),
+                    body: Vec::new(),
+                    close_connection: false,
+                });
                 return Next::Continue;
             }
             Err(RequestError::Malformed(_)) => return Next::Stop,
@@ -780,6 +804,13 @@ where
     writer.await;
     let session_id = connection.session_id();
     shard.unregister(id);
+    // Requests this connection leaves unanswered no longer count against the shard's
+    // outstanding limit (no reply can reach it once it is unregistered).
+    let abandoned = std::mem::take(&mut connection.state.borrow_mut().pending).len();
+    shard
+        .my_stats()
+        .outstanding
+        .fetch_sub(abandoned as u64, Relaxed);
     shard.limiter.release(ip);
     if session_id != 0 {
         shard
