@@ -324,7 +324,8 @@ impl CommitExecutor {
                 std::process::exit(1);
             }
             self.snapshots.schedule.note(txn_count, record_bytes);
-            if self.snapshots.due() {
+            // Started, or skipped if one is still being written (`start_snapshot`).
+            if self.snapshots.schedule.is_due() {
                 self.start_snapshot().await;
             }
             use std::sync::atomic::Ordering::Relaxed;
@@ -485,12 +486,6 @@ struct SnapshotPolicy {
 }
 
 impl SnapshotPolicy {
-    /// `snapCount` (or the log bytes) reached: start a snapshot, or skip it if one is still
-    /// being written.
-    fn due(&self) -> bool {
-        self.schedule.is_due()
-    }
-
     /// Writes stopped after enough txns (`SnapshotSchedule::is_idle_due`).
     fn idle_due(&self) -> bool {
         self.schedule.is_idle_due(std::time::Instant::now())

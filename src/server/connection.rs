@@ -239,11 +239,6 @@ impl Connection {
     /// A reply decided on arrival (a malformed multi's error) that must still leave after
     /// the replies of the requests before it (R1).
     fn reply_in_order(&self, reply: WriteReply) {
-        if self.state.borrow().pending.is_empty() {
-            let result = Err(ZkError::from_code(reply.err).unwrap_or(ZkError::SystemError));
-            self.push_reply(reply.xid, reply.zxid, result);
-            return;
-        }
         self.shard.my_stats().outstanding.fetch_add(1, Relaxed);
         self.state
             .borrow_mut()
@@ -252,6 +247,7 @@ impl Connection {
                 reply,
                 started: Instant::now(),
             });
+        self.run_queued();
     }
 
     /// The commit executor answered this connection's oldest write. Its reply goes out after

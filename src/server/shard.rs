@@ -133,6 +133,11 @@ impl Shard {
     /// Holds `connection_id`'s reads until a newer tree arrives, and asks for one.
     pub fn wait_for_tree(&self, connection_id: u64) {
         self.waiting_for_tree.borrow_mut().push(connection_id);
+        self.request_tree();
+    }
+
+    /// Raises the demand flag and, once per wait, asks the commit executor for a tree.
+    fn request_tree(&self) {
         self.demand.note_read();
         if !self.tree_requested.replace(true) {
             // A full queue means the commit executor is busy: it finishes a batch soon and
@@ -148,10 +153,7 @@ impl Shard {
             if !self.is_behind() {
                 break;
             }
-            self.demand.note_read();
-            if !self.tree_requested.replace(true) {
-                let _ = self.to_commit.try_send(ToCommit::NeedTree);
-            }
+            self.request_tree();
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
         self.tree.borrow().clone()

@@ -4,8 +4,8 @@
 //! bytes drawn the same way. The servers of an ensemble then do not all snapshot at once,
 //! and on average a snapshot comes every 3/4 of `snapCount`. A snapshot that comes due while
 //! the previous one is still being written is skipped, and the count starts afresh (ZooKeeper:
-//! "Too busy to snap, skipping"), so under a write load the snapshot thread cannot keep up with,
-//! snapshots come a drawn count apart instead of back to back.
+//! "Too busy to snap, skipping"). Under a write load the snapshot thread cannot keep up
+//! with, snapshots then come a drawn count apart instead of back to back.
 //!
 //! zoo adds one rule ZooKeeper does not have (`zoo.idle_snapshot_ms`): once writes have
 //! stopped for that long after at least `zoo.idle_snapshot_min_txns` txns, a snapshot is due
