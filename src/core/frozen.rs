@@ -1031,6 +1031,22 @@ pub fn write_post_order(
                 .expect("a listed child exists")
         })),
     };
+    // An in-memory parent names its children by the same `Arc<str>` allocations that key
+    // them in the overlay (children.rs), so one pass over the overlay indexes its entries by
+    // the address of that allocation: a flat table probed with one word, where a lookup by
+    // path hashes the path and descends the map's branches (most of the snapshot thread's
+    // time when the overlay is large). Two live allocations never share an address, so a hit
+    // is the entry for that very path; a miss (a child named by another allocation of the
+    // same path, or one the overlay does not hold) falls back to the lookup by path.
+    let by_address: ahash::AHashMap<*const u8, Option<&Arc<Node>>> = tree
+        .overlay_entries()
+        .map(|(key, node)| (key.as_ptr(), node))
+        .collect();
+    let named = |p: &Arc<str>| match by_address.get(&p.as_ptr()) {
+        Some(Some(node)) => memory(p.clone(), node),
+        Some(None) => panic!("a listed child is deleted: {p}"),
+        None => source_of(p, None),
+    };
     // A child known by its record: only a record the overlay shadows needs the overlay (the
     // one hash lookup per changed node, not per node).
     let source_at = |at: usize| {
@@ -1053,7 +1069,7 @@ pub fn write_post_order(
             .expect("stack holds the root until it is written");
         let child = match &top.source {
             Source::Memory { children, .. } => children.get(top.next).map(|c| match c {
-                ChildSource::Named(p) => source_of(p, None),
+                ChildSource::Named(p) => named(p),
                 ChildSource::Record(at) => source_at(*at),
             }),
             Source::Frozen { layout, .. } => (top.next < layout.child_count).then(|| {

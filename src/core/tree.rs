@@ -327,6 +327,11 @@ impl DataTree {
         self.nodes.keys()
     }
 
+    /// The overlay's entries: each path with its node, or `None` for a deletion.
+    pub fn overlay_entries(&self) -> impl Iterator<Item = (&Path, Option<&Arc<Node>>)> {
+        self.nodes.iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
     pub fn frozen_tree(&self) -> Option<&Arc<FrozenTree>> {
         self.frozen.as_ref()
     }
