@@ -4,3 +4,4 @@ pub mod log;
 pub mod recovery;
 pub mod snapshot;
 pub mod vote;
+pub mod writeback;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::core::frozen::{self, BodyShape, FrozenTree, FrozenWriter, SESSION_RECORD_BYTES};
 use crate::core::tree::DataTree;
 use crate::jute::Writer;
+use crate::storage::writeback::WritebackPacer;
 
 /// Magic of every format; the version field says which.
 pub const SNAPSHOT_MAGIC_PREFIX: &[u8; 7] = b"ZOOSNAP";
@@ -137,6 +138,8 @@ struct ChecksumWriter<W: Write> {
     inner: W,
     crc: u32,
     bytes: u64,
+    /// Starts the writeback of the file under `inner` as it grows.
+    pacer: WritebackPacer,
 }
 
 impl<W: Write> Write for ChecksumWriter<W> {
@@ -144,6 +147,7 @@ impl<W: Write> Write for ChecksumWriter<W> {
         let n = self.inner.write(buf)?;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
         self.bytes += n as u64;
+        self.pacer.wrote(n);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -195,10 +199,12 @@ pub fn write_checked_snapshot(
         .read(true)
         .open(&temp_path)?;
     file.write_all(&[0u8; SNAPSHOT_HEADER_BYTES])?;
+    let pacer = WritebackPacer::new(&file);
     let mut body = ChecksumWriter {
         inner: BufWriter::with_capacity(1 << 20, &mut file),
         crc: 0,
         bytes: 0,
+        pacer,
     };
     let mut scratch = Vec::with_capacity(4096);
     for s in sessions {

@@ -229,13 +229,12 @@ pub(super) fn write_durably(
     zxid: i64,
     data: &[u8],
 ) -> std::io::Result<Result<snapshot::LoadedSnapshot, snapshot::SnapshotError>> {
-    use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let path = dir.join(snapshot::snapshot_name(zxid));
     let temp = dir.join(format!("{}.tmp", snapshot::snapshot_name(zxid)));
     {
         let mut f = std::fs::File::create(&temp)?;
-        f.write_all(data)?;
+        crate::storage::writeback::write_paced(&mut f, data)?;
         f.sync_all()?;
     }
     snapshot::check_then_rename(&temp, &path)
