@@ -519,6 +519,21 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_longer_than_the_writeback_interval_round_trips() {
+        let dir = temp_dir("paced");
+        let tree = sample_tree(7, 100_000);
+        let path = write_snapshot(&dir, &tree, &[]).unwrap();
+        let bytes = fs::metadata(&path).unwrap().len();
+        assert!(
+            bytes > 2 * crate::storage::writeback::SNAPSHOT_WRITEBACK_BYTES,
+            "the writer started writeback mid-file at least twice ({bytes} bytes)"
+        );
+        let loaded = load_snapshot(&path, |_, _| {}).unwrap();
+        assert_same_tree(&tree, &loaded.tree);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_bit_flip_anywhere_is_detected() {
         let dir = temp_dir("flip");
         let tree = sample_tree(3, 50);
