@@ -22,7 +22,7 @@ use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, ShardReply, ToCommit, ToShard};
 use crate::server::publication::{Publisher, TreeDemand};
 use crate::server::rebase::{self, Rebasing};
-use crate::server::snapshot_schedule::{IdleRule, SnapshotSchedule};
+use crate::server::snapshot_schedule::{IdleRule, SnapshotInProgress, SnapshotSchedule, Snapshots};
 use crate::server::stats::ServerStats;
 use crate::server::wall_clock_ms;
 use crate::storage::log::encode_record;
@@ -43,7 +43,10 @@ pub fn core_config(config: &Config) -> CoreConfig {
 struct CommitExecutor {
     core: CommitCore,
     log: LogWriter,
-    snapshots: SnapshotPolicy,
+    snapshots: Snapshots,
+    snapshot_dir: std::path::PathBuf,
+    /// `zoo.snapshot_rebase`.
+    snapshot_rebase: bool,
     shards: Vec<ConnectedSender<ToShard>>,
     stats: Arc<ServerStats>,
     reap_per_tick_max: usize,
@@ -80,20 +83,17 @@ pub async fn run(
             std::process::exit(1);
         }
     };
-    let snapshots = SnapshotPolicy {
-        dir: crate::storage::snapshot::snapshot_directory(&config.data_dir),
-        schedule: SnapshotSchedule::new(
-            config.snap_count,
-            config.snap_size_limit_bytes,
-            IdleRule::of(&config),
-        ),
-        in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        rebase: config.snapshot_rebase,
-    };
+    let snapshots = Snapshots::new(SnapshotSchedule::new(
+        config.snap_count,
+        config.snap_size_limit_bytes,
+        IdleRule::of(&config),
+    ));
     let mut executor = CommitExecutor {
         core,
         log,
         snapshots,
+        snapshot_dir: crate::storage::snapshot::snapshot_directory(&config.data_dir),
+        snapshot_rebase: config.snapshot_rebase,
         shards,
         stats,
         reap_per_tick_max: per_tick,
@@ -384,13 +384,9 @@ impl CommitExecutor {
     /// Starts a new log segment at the next zxid and writes a snapshot of the current state
     /// on a background thread: the tree clone is O(1), so writes do not stall.
     async fn start_snapshot(&mut self) {
-        use std::sync::atomic::Ordering::Acquire;
-        if self.snapshots.in_progress.swap(true, Acquire) {
-            // As ZooKeeper ("Too busy to snap, skipping"): the count starts afresh, so the
-            // next snapshot comes a drawn count after this one was due, not back to back.
-            self.snapshots.schedule.skipped();
+        let Some(in_progress) = self.snapshots.try_start() else {
             return;
-        }
+        };
         // The previous snapshot thread has finished, so its rebased tree (if any) is ready.
         self.poll_rebase();
         let next_zxid = self.core.last_zxid() + 1;
@@ -398,12 +394,10 @@ impl CommitExecutor {
             eprintln!("zoo: FATAL: cannot start a new log segment: {e}");
             std::process::exit(1);
         }
-        self.snapshots.schedule.started();
         let tree = self.core.tree().clone();
         let sessions = SessionRecord::all_of(&self.core);
-        let dir = self.snapshots.dir.clone();
-        let in_progress = SnapshotInProgress(self.snapshots.in_progress.clone());
-        let feed = self.snapshots.rebase.then(|| self.rebase.start());
+        let dir = self.snapshot_dir.clone();
+        let feed = self.snapshot_rebase.then(|| self.rebase.start());
         write_snapshot_on_worker(dir, tree, sessions, in_progress, feed, self.rebase.worker());
     }
 
@@ -462,35 +456,6 @@ pub(crate) fn write_snapshot_on_worker(
             Err(e) => eprintln!("zoo: snapshot at zxid {:#x} failed: {e}", tree.last_zxid()),
         }
     });
-}
-
-/// Held by a snapshot thread for as long as it runs: clears the "snapshot in progress" flag
-/// when dropped, whether the thread finishes, panics or never starts, so one failure cannot
-/// stop snapshots (and log purging) for good.
-pub(crate) struct SnapshotInProgress(pub Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for SnapshotInProgress {
-    fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
-    }
-}
-
-/// When to snapshot (`snapCount` txns or `snapSizeLimitInKb` of log, as ZooKeeper draws
-/// them), one at a time.
-struct SnapshotPolicy {
-    dir: std::path::PathBuf,
-    schedule: SnapshotSchedule,
-    in_progress: Arc<std::sync::atomic::AtomicBool>,
-    /// `zoo.snapshot_rebase`.
-    rebase: bool,
-}
-
-impl SnapshotPolicy {
-    /// Writes stopped after enough txns (`SnapshotSchedule::is_idle_due`).
-    fn idle_due(&self) -> bool {
-        self.schedule.is_idle_due(std::time::Instant::now())
-            && !self.in_progress.load(std::sync::atomic::Ordering::Acquire)
-    }
 }
 
 fn attach_result(attach: Attach, replies: &mut [Vec<ShardReply>]) -> ConnectResult {

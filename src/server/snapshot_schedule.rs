@@ -12,6 +12,57 @@
 //! too. The server then moves its tree onto that file, so an idle server holds in memory
 //! none of the znodes written before it went idle, and a restart replays no log.
 
+/// One executor's snapshots, standalone or replicated alike: when the next one is due, and
+/// whether one is being written (at most one at a time).
+#[derive(Debug)]
+pub struct Snapshots {
+    pub schedule: SnapshotSchedule,
+    in_progress: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Held by the snapshot thread for as long as it runs: clears the "snapshot in progress" flag
+/// when dropped, whether the thread finishes, panics or never starts, so one failure cannot
+/// stop snapshots (and log purging) for good.
+pub struct SnapshotInProgress(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SnapshotInProgress {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Snapshots {
+    pub fn new(schedule: SnapshotSchedule) -> Snapshots {
+        Snapshots {
+            schedule,
+            in_progress: Default::default(),
+        }
+    }
+
+    /// Claims the right to write the next snapshot: the guard to hand to the thread that
+    /// writes it, with the count started afresh. `None` if one is still being written: as
+    /// ZooKeeper ("Too busy to snap, skipping"), this one is skipped and the count starts
+    /// afresh too, so the next comes a drawn count later instead of back to back.
+    pub fn try_start(&mut self) -> Option<SnapshotInProgress> {
+        if self
+            .in_progress
+            .swap(true, std::sync::atomic::Ordering::Acquire)
+        {
+            self.schedule.skipped();
+            return None;
+        }
+        self.schedule.started();
+        Some(SnapshotInProgress(self.in_progress.clone()))
+    }
+
+    /// Writes stopped after enough txns (`SnapshotSchedule::is_idle_due`) and no snapshot
+    /// is being written.
+    pub fn idle_due(&self) -> bool {
+        self.schedule.is_idle_due(std::time::Instant::now())
+            && !self.in_progress.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// Txns and log bytes since the last snapshot, against this round's drawn thresholds.
 #[derive(Debug)]
 pub struct SnapshotSchedule {
@@ -186,6 +237,15 @@ mod tests {
             !s.is_idle_due(later(600)),
             "counts from the last snapshot taken"
         );
+    }
+
+    #[test]
+    fn one_snapshot_at_a_time_and_a_busy_one_skips_the_next() {
+        let mut s = Snapshots::new(SnapshotSchedule::new(100, u64::MAX, IdleRule::OFF));
+        let first = s.try_start().expect("nothing in progress");
+        assert!(s.try_start().is_none(), "skipped while the first runs");
+        drop(first);
+        assert!(s.try_start().is_some(), "the guard's drop frees the slot");
     }
 
     #[test]

@@ -87,20 +87,14 @@ impl Ensemble {
 
     /// Writes a snapshot of the applied (committed) state in the background.
     pub(super) fn start_snapshot(&mut self) {
-        use std::sync::atomic::Ordering::Acquire;
-        if self.snapshots.in_progress.swap(true, Acquire) {
-            // As ZooKeeper ("Too busy to snap, skipping"): count afresh.
-            self.snapshots.schedule.skipped();
+        let Some(in_progress) = self.snapshots.try_start() else {
             return;
-        }
+        };
         // The previous snapshot thread has finished, so its rebased tree (if any) is ready.
         self.poll_rebase();
-        self.snapshots.schedule.started();
         let tree = self.applied.tree().clone();
         let sessions = SessionRecord::all_of(&self.applied);
         let dir = self.snapshot_dir.clone();
-        let in_progress =
-            crate::server::commit_executor::SnapshotInProgress(self.snapshots.in_progress.clone());
         let feed = self.config.snapshot_rebase.then(|| self.rebase.start());
         crate::server::commit_executor::write_snapshot_on_worker(
             dir,

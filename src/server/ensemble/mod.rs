@@ -123,7 +123,7 @@ struct Ensemble {
     triggers: Vec<(i64, Trigger)>,
     /// When the shards get the applied tree (`server::publication`).
     publisher: Publisher,
-    snapshots: SnapshotState,
+    snapshots: crate::server::snapshot_schedule::Snapshots,
     catch_up: CatchUp,
     reap_per_tick_max: usize,
     /// Read-only sessions (local to this server, never replicated) and their connections.
@@ -144,12 +144,6 @@ struct Ensemble {
     /// Moving the applied tree onto this server's newest snapshot (`server::rebase`, as
     /// standalone; see `rebase.rs` here for the leader's trees).
     rebase: crate::server::rebase::Rebasing,
-}
-
-struct SnapshotState {
-    /// Counts applied txns only (`snapCount`, drawn as ZooKeeper does).
-    schedule: crate::server::snapshot_schedule::SnapshotSchedule,
-    in_progress: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
@@ -293,14 +287,13 @@ pub async fn run(
         epoch_start: i64::MAX,
         triggers: Vec::new(),
         publisher: Publisher::new(demand),
-        snapshots: SnapshotState {
-            schedule: crate::server::snapshot_schedule::SnapshotSchedule::new(
+        snapshots: crate::server::snapshot_schedule::Snapshots::new(
+            crate::server::snapshot_schedule::SnapshotSchedule::new(
                 config.snap_count,
                 u64::MAX,
                 crate::server::snapshot_schedule::IdleRule::of(&config),
             ),
-            in_progress: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        },
+        ),
         catch_up: Arc::new(Mutex::new(Vec::new())),
         reap_per_tick_max: per_tick,
         read_only_sessions: HashMap::new(),
@@ -578,15 +571,7 @@ impl Ensemble {
                     .release_memory_if_due(self.snapshots.schedule.last_txn(), &self.stats.commit);
                 // Not while a snapshot is being written: skipping would count afresh and lose
                 // the txns the idle rule is waiting to cover.
-                if self
-                    .snapshots
-                    .schedule
-                    .is_idle_due(std::time::Instant::now())
-                    && !self
-                        .snapshots
-                        .in_progress
-                        .load(std::sync::atomic::Ordering::Acquire)
-                {
+                if self.snapshots.idle_due() {
                     self.start_snapshot();
                 }
                 self.replica.tick();
