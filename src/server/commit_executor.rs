@@ -343,23 +343,9 @@ impl CommitExecutor {
         let tree = self
             .publisher
             .tree_to_send(self.core.tree(), &self.stats.commit);
-        let triggers = (!triggers.is_empty()).then(|| Arc::new(triggers));
-        let last_zxid = self.core.last_zxid();
         // Figures first, so a client that saw its write acknowledged sees it counted in 4lw.
         self.publish_stats();
-        for (shard, shard_replies) in replies.into_iter().enumerate() {
-            if tree.is_none() && triggers.is_none() && shard_replies.is_empty() {
-                continue;
-            }
-            let message = ToShard {
-                triggers: triggers.clone(),
-                tree: tree.clone(),
-                last_zxid,
-                replies: shard_replies,
-            };
-            // A shard that has gone away is shutting down; nothing to deliver to.
-            let _ = self.shards[shard].send(message).await;
-        }
+        send_to_shards(&self.shards, replies, triggers, tree, self.core.last_zxid()).await;
         if writes > 0 {
             let commit = &self.stats.commit;
             use std::sync::atomic::Ordering::Relaxed;
@@ -403,6 +389,32 @@ impl CommitExecutor {
 
     fn publish_stats(&self) {
         publish_commit_stats(&self.core, &self.stats);
+    }
+}
+
+/// Sends one batch's outcome to the shards, standalone or replicated alike: to each, the
+/// triggers of the batch's txns, the tree if it is published, the last zxid and that shard's
+/// `replies` (rule R3 and R8: `ToShard`). A shard with nothing to receive gets no message.
+pub(crate) async fn send_to_shards(
+    shards: &[ConnectedSender<ToShard>],
+    replies: impl IntoIterator<Item = Vec<ShardReply>>,
+    triggers: Vec<(i64, Trigger)>,
+    tree: Option<Arc<crate::core::tree::DataTree>>,
+    last_zxid: i64,
+) {
+    let triggers = (!triggers.is_empty()).then(|| Arc::new(triggers));
+    for (shard, shard_replies) in shards.iter().zip(replies) {
+        if tree.is_none() && triggers.is_none() && shard_replies.is_empty() {
+            continue;
+        }
+        let message = ToShard {
+            triggers: triggers.clone(),
+            tree: tree.clone(),
+            last_zxid,
+            replies: shard_replies,
+        };
+        // A shard that has gone away is shutting down; nothing to deliver to.
+        let _ = shard.send(message).await;
     }
 }
 

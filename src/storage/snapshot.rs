@@ -526,7 +526,7 @@ mod tests {
         let bytes = fs::metadata(&path).unwrap().len();
         assert!(
             bytes > 2 * crate::storage::writeback::SNAPSHOT_WRITEBACK_BYTES,
-            "the writer started writeback mid-file at least twice ({bytes} bytes)"
+            "large enough that the writer starts writeback mid-file at least twice ({bytes} bytes)"
         );
         let loaded = load_snapshot(&path, |_, _| {}).unwrap();
         assert_same_tree(&tree, &loaded.tree);

@@ -1091,23 +1091,15 @@ impl Ensemble {
         let tree = self
             .publisher
             .tree_to_send(self.applied.tree(), &self.stats.commit);
-        let triggers =
-            (!self.triggers.is_empty()).then(|| Arc::new(std::mem::take(&mut self.triggers)));
-        let last_zxid = self.applied.last_zxid();
         self.publish_stats();
-        for shard in 0..self.shards.len() {
-            let replies = std::mem::take(&mut self.replies[shard]);
-            if tree.is_none() && triggers.is_none() && replies.is_empty() {
-                continue;
-            }
-            let message = ToShard {
-                triggers: triggers.clone(),
-                tree: tree.clone(),
-                last_zxid,
-                replies,
-            };
-            let _ = self.shards[shard].send(message).await;
-        }
+        crate::server::commit_executor::send_to_shards(
+            &self.shards,
+            self.replies.iter_mut().map(std::mem::take),
+            std::mem::take(&mut self.triggers),
+            tree,
+            self.applied.last_zxid(),
+        )
+        .await;
     }
 
     fn publish_stats(&self) {
