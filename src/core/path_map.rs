@@ -7,9 +7,15 @@
 //! a snapshot cycle of changed znodes (up to ~100k), so most of its bottom branches hold three
 //! or four entries: at 40 bytes a slot, a fixed branch then costs ~1.3 KiB for ~150 bytes of
 //! entries, ~350 bytes per znode in all, which was most of the overlay's memory. Here a branch
-//! is a bitmap and a vector of the occupied slots, so a znode costs its slot and a share of its
-//! branch (~60 bytes), and copying a branch for a change copies (and counts references of)
-//! only the slots in use.
+//! is a bitmap and one shared allocation of the occupied slots, so a znode costs its slot and
+//! a share of its branch (~60 bytes), and copying a branch for a change copies (and counts
+//! references of) only the slots in use.
+//!
+//! The bitmap is kept in the parent's slot, beside the pointer to the slots, so a lookup
+//! loads one cache line per level. A slot is added or removed by building the branch's new
+//! allocation in one go: moving the slots when the branch is not shared, cloning them when it
+//! is. So the first change to a branch after a clone (a snapshot or a publication to the
+//! shards) copies it once, where a copy followed by a grow copied it twice.
 //!
 //! Shape: a branch at depth d indexes its slots by bits `5d..5d+5` of the key's 64-bit hash.
 //! A slot is an entry (hash, key, value), a deeper branch, or a collision list (keys whose
@@ -25,23 +31,38 @@ const CHUNK_BITS: u32 = 5;
 const CHUNK_MASK: u64 = (1 << CHUNK_BITS) - 1;
 
 pub struct PathMap<V, S = ahash::RandomState> {
-    root: Arc<Branch<V>>,
+    root: Branch<V>,
     len: usize,
     hasher: S,
 }
 
-#[derive(Clone)]
+/// A branch: which chunk values are present, and their slots in one shared allocation. The
+/// bitmap sits in the parent's slot, next to the pointer, so a lookup touches one new cache
+/// line per level (the slot it follows) instead of two (a branch header, then its slots).
 struct Branch<V> {
     /// Bit i set: the slot for chunk value i is present, at index popcount(bits below i).
     bitmap: u32,
-    slots: Vec<Slot<V>>,
+    slots: Arc<[Slot<V>]>,
+}
+
+impl<V> Clone for Branch<V> {
+    /// Shares the slots (copy-on-write).
+    fn clone(&self) -> Self {
+        Branch {
+            bitmap: self.bitmap,
+            slots: self.slots.clone(),
+        }
+    }
 }
 
 #[derive(Clone)]
 enum Slot<V> {
     Entry(Entry<V>),
-    Branch(Arc<Branch<V>>),
+    Branch(Branch<V>),
     Collision(Arc<Collision<V>>),
+    /// Only ever seen inside a change: what a slot holds between having its content moved
+    /// out and being refilled or freed. No branch reachable from a map holds one.
+    Vacant,
 }
 
 #[derive(Clone)]
@@ -61,11 +82,61 @@ fn chunk(hash: u64, shift: u32) -> u32 {
     ((hash >> shift) & CHUNK_MASK) as u32
 }
 
-impl<V> Branch<V> {
+fn vacate<V>(slot: &mut Slot<V>) -> Slot<V> {
+    std::mem::replace(slot, Slot::Vacant)
+}
+
+const NOT_IN_A_MAP: &str = "a vacant slot is only seen inside a change";
+
+/// `slots` with `slot` inserted at `at`, in one new allocation. When no other map shares
+/// `slots`, their content is moved over; otherwise it is cloned (copy-on-write fused with the
+/// insertion, so a shared branch is copied once, not copied and then grown).
+fn inserted<V: Clone>(slots: &mut Arc<[Slot<V>]>, at: usize, slot: Slot<V>) {
+    let n = slots.len();
+    let mut slot = Some(slot);
+    let mut pick = |i: usize, old: &mut dyn FnMut(usize) -> Slot<V>| match i.cmp(&at) {
+        std::cmp::Ordering::Less => old(i),
+        std::cmp::Ordering::Equal => slot.take().expect("inserted once"),
+        std::cmp::Ordering::Greater => old(i - 1),
+    };
+    // A map over a range has an exact length, so the collection allocates once.
+    let fresh: Arc<[Slot<V>]> = match Arc::get_mut(slots) {
+        Some(own) => (0..=n)
+            .map(|i| pick(i, &mut |j| vacate(&mut own[j])))
+            .collect(),
+        None => {
+            let shared = &*slots;
+            (0..=n)
+                .map(|i| pick(i, &mut |j| shared[j].clone()))
+                .collect()
+        }
+    };
+    *slots = fresh;
+}
+
+/// `slots` without the slot at `at`, which is returned (moved out, or cloned if shared).
+fn removed<V: Clone>(slots: &mut Arc<[Slot<V>]>, at: usize) -> Slot<V> {
+    let n = slots.len();
+    let skip = |i: usize| if i < at { i } else { i + 1 };
+    let (gone, fresh): (Slot<V>, Arc<[Slot<V>]>) = match Arc::get_mut(slots) {
+        Some(own) => (
+            vacate(&mut own[at]),
+            (0..n - 1).map(|i| vacate(&mut own[skip(i)])).collect(),
+        ),
+        None => (
+            slots[at].clone(),
+            (0..n - 1).map(|i| slots[skip(i)].clone()).collect(),
+        ),
+    };
+    *slots = fresh;
+    gone
+}
+
+impl<V: Clone> Branch<V> {
     fn empty() -> Branch<V> {
         Branch {
             bitmap: 0,
-            slots: Vec::new(),
+            slots: Arc::from([]),
         }
     }
 
@@ -77,15 +148,17 @@ impl<V> Branch<V> {
 
     fn add(&mut self, bit: u32, at: usize, slot: Slot<V>) {
         self.bitmap |= bit;
-        self.slots.reserve_exact(1);
-        self.slots.insert(at, slot);
+        inserted(&mut self.slots, at, slot);
     }
 
     fn take(&mut self, bit: u32, at: usize) -> Slot<V> {
         self.bitmap &= !bit;
-        let slot = self.slots.remove(at);
-        self.slots.shrink_to_fit();
-        slot
+        removed(&mut self.slots, at)
+    }
+
+    /// The slots, made unique to this map (copied if shared).
+    fn slots_mut(&mut self) -> &mut [Slot<V>] {
+        Arc::make_mut(&mut self.slots)
     }
 
     /// A branch at `shift` holding two slots whose hashes differ (`a` is an entry or a
@@ -93,23 +166,25 @@ impl<V> Branch<V> {
     fn pair(shift: u32, a: Slot<V>, a_hash: u64, b: Entry<V>) -> Branch<V> {
         debug_assert_ne!(a_hash, b.hash);
         let (ca, cb) = (chunk(a_hash, shift), chunk(b.hash, shift));
-        let mut branch = Branch::empty();
         if ca == cb {
             let deeper = Branch::pair(shift + CHUNK_BITS, a, a_hash, b);
-            branch.add(1 << ca, 0, Slot::Branch(Arc::new(deeper)));
-        } else {
-            branch.bitmap = (1 << ca) | (1 << cb);
-            let b = Slot::Entry(b);
-            branch.slots = if ca < cb { vec![a, b] } else { vec![b, a] };
+            return Branch {
+                bitmap: 1 << ca,
+                slots: Arc::from([Slot::Branch(deeper)]),
+            };
         }
-        branch
+        let b = Slot::Entry(b);
+        Branch {
+            bitmap: (1 << ca) | (1 << cb),
+            slots: Arc::from(if ca < cb { [a, b] } else { [b, a] }),
+        }
     }
 }
 
 impl<V: Clone, S: BuildHasher> PathMap<V, S> {
     pub fn with_hasher(hasher: S) -> PathMap<V, S> {
         PathMap {
-            root: Arc::new(Branch::empty()),
+            root: Branch::empty(),
             len: 0,
             hasher,
         }
@@ -125,7 +200,7 @@ impl<V: Clone, S: BuildHasher> PathMap<V, S> {
 
     pub fn get(&self, key: &str) -> Option<&V> {
         let hash = self.hasher.hash_one(key);
-        let mut branch = &*self.root;
+        let mut branch = &self.root;
         let mut shift = 0;
         loop {
             let (bit, at) = branch.position(hash, shift);
@@ -145,6 +220,7 @@ impl<V: Clone, S: BuildHasher> PathMap<V, S> {
                         .find(|(k, _)| c.hash == hash && **k == *key)
                         .map(|(_, v)| v);
                 }
+                Slot::Vacant => unreachable!("{NOT_IN_A_MAP}"),
             }
         }
     }
@@ -185,7 +261,7 @@ impl<V: Clone, S: BuildHasher> PathMap<V, S> {
 
     pub fn iter(&self) -> Iter<'_, V> {
         Iter {
-            stack: vec![(&*self.root, 0)],
+            stack: vec![(&self.root, 0)],
             collision: None,
         }
     }
@@ -196,17 +272,16 @@ impl<V: Clone, S: BuildHasher> PathMap<V, S> {
 }
 
 fn get_mut_at<'a, V: Clone>(
-    branch: &'a mut Arc<Branch<V>>,
+    branch: &'a mut Branch<V>,
     shift: u32,
     hash: u64,
     key: &str,
 ) -> Option<&'a mut V> {
-    let branch = Arc::make_mut(branch);
     let (bit, at) = branch.position(hash, shift);
     if branch.bitmap & bit == 0 {
         return None;
     }
-    match &mut branch.slots[at] {
+    match &mut branch.slots_mut()[at] {
         Slot::Entry(e) => (e.hash == hash && *e.key == *key).then_some(&mut e.value),
         Slot::Branch(b) => get_mut_at(b, shift + CHUNK_BITS, hash, key),
         Slot::Collision(c) if c.hash == hash => Arc::make_mut(c)
@@ -215,17 +290,18 @@ fn get_mut_at<'a, V: Clone>(
             .find(|(k, _)| **k == *key)
             .map(|(_, v)| v),
         Slot::Collision(_) => None,
+        Slot::Vacant => unreachable!("{NOT_IN_A_MAP}"),
     }
 }
 
-fn insert_at<V: Clone>(branch: &mut Arc<Branch<V>>, shift: u32, entry: Entry<V>) -> Option<V> {
-    let branch = Arc::make_mut(branch);
+fn insert_at<V: Clone>(branch: &mut Branch<V>, shift: u32, entry: Entry<V>) -> Option<V> {
     let (bit, at) = branch.position(entry.hash, shift);
     if branch.bitmap & bit == 0 {
         branch.add(bit, at, Slot::Entry(entry));
         return None;
     }
-    match &mut branch.slots[at] {
+    let slot = &mut branch.slots_mut()[at];
+    match slot {
         Slot::Entry(e) if e.hash == entry.hash && e.key == entry.key => {
             return Some(std::mem::replace(&mut e.value, entry.value));
         }
@@ -242,47 +318,59 @@ fn insert_at<V: Clone>(branch: &mut Arc<Branch<V>>, shift: u32, entry: Entry<V>)
     }
     // The slot holds another key: an entry with the same whole hash becomes a collision
     // list; anything else moves one level down, next to the new entry.
-    let old = branch.take(bit, at);
-    let replacement = match old {
+    *slot = match vacate(slot) {
         Slot::Entry(e) if e.hash == entry.hash => Slot::Collision(Arc::new(Collision {
             hash: e.hash,
             entries: vec![(e.key, e.value), (entry.key, entry.value)],
         })),
         Slot::Entry(e) => {
             let hash = e.hash;
-            let deeper = Branch::pair(shift + CHUNK_BITS, Slot::Entry(e), hash, entry);
-            Slot::Branch(Arc::new(deeper))
+            Slot::Branch(Branch::pair(
+                shift + CHUNK_BITS,
+                Slot::Entry(e),
+                hash,
+                entry,
+            ))
         }
         Slot::Collision(c) => {
             let hash = c.hash;
-            let deeper = Branch::pair(shift + CHUNK_BITS, Slot::Collision(c), hash, entry);
-            Slot::Branch(Arc::new(deeper))
+            Slot::Branch(Branch::pair(
+                shift + CHUNK_BITS,
+                Slot::Collision(c),
+                hash,
+                entry,
+            ))
         }
         Slot::Branch(_) => unreachable!("a branch slot was followed above"),
+        Slot::Vacant => unreachable!("{NOT_IN_A_MAP}"),
     };
-    branch.add(bit, at, replacement);
     None
 }
 
 /// Removes a key known to be present below `branch`.
-fn remove_at<V: Clone>(branch: &mut Arc<Branch<V>>, shift: u32, hash: u64, key: &str) -> Option<V> {
-    let branch = Arc::make_mut(branch);
+fn remove_at<V: Clone>(branch: &mut Branch<V>, shift: u32, hash: u64, key: &str) -> Option<V> {
     let (bit, at) = branch.position(hash, shift);
     if branch.bitmap & bit == 0 {
         return None;
     }
-    match &mut branch.slots[at] {
-        Slot::Entry(e) if e.hash == hash && *e.key == *key => match branch.take(bit, at) {
-            Slot::Entry(e) => Some(e.value),
-            _ => unreachable!("matched an entry"),
-        },
-        Slot::Entry(_) => None,
+    match &branch.slots[at] {
+        Slot::Entry(e) if e.hash == hash && *e.key == *key => {
+            return match branch.take(bit, at) {
+                Slot::Entry(e) => Some(e.value),
+                _ => unreachable!("matched an entry"),
+            };
+        }
+        Slot::Entry(_) => return None,
+        _ => {}
+    }
+    let slot = &mut branch.slots_mut()[at];
+    match slot {
         Slot::Branch(b) => {
             let removed = remove_at(b, shift + CHUNK_BITS, hash, key)?;
             // Fold a branch left with one entry or one collision list into this one.
             if b.slots.len() == 1 && !matches!(b.slots[0], Slot::Branch(_)) {
-                let only = Arc::make_mut(b).slots.pop().expect("one slot");
-                branch.slots[at] = only;
+                let only = vacate(&mut b.slots_mut()[0]);
+                *slot = only;
             }
             Some(removed)
         }
@@ -292,7 +380,7 @@ fn remove_at<V: Clone>(branch: &mut Arc<Branch<V>>, shift: u32, hash: u64, key: 
             let (_, value) = list.entries.swap_remove(i);
             if list.entries.len() == 1 {
                 let (key, last) = list.entries.pop().expect("one left");
-                branch.slots[at] = Slot::Entry(Entry {
+                *slot = Slot::Entry(Entry {
                     hash,
                     key,
                     value: last,
@@ -301,6 +389,8 @@ fn remove_at<V: Clone>(branch: &mut Arc<Branch<V>>, shift: u32, hash: u64, key: 
             Some(value)
         }
         Slot::Collision(_) => None,
+        Slot::Entry(_) => unreachable!("entries were handled above"),
+        Slot::Vacant => unreachable!("{NOT_IN_A_MAP}"),
     }
 }
 
@@ -348,6 +438,7 @@ impl<'a, V> Iterator for Iter<'a, V> {
                 Slot::Entry(e) => return Some((&e.key, &e.value)),
                 Slot::Branch(b) => self.stack.push((b, 0)),
                 Slot::Collision(c) => self.collision = Some(c.entries.iter()),
+                Slot::Vacant => unreachable!("{NOT_IN_A_MAP}"),
             }
         }
     }
@@ -400,7 +491,7 @@ mod tests {
         }
         let mut count = 0;
         let mut bits = branch.bitmap;
-        for slot in &branch.slots {
+        for slot in branch.slots.iter() {
             let c = bits.trailing_zeros();
             bits &= bits - 1;
             match slot {
@@ -414,6 +505,7 @@ mod tests {
                     assert!(l.entries.len() >= 2, "a collision list of one");
                     count += l.entries.len();
                 }
+                Slot::Vacant => panic!("a vacant slot in a map"),
             }
         }
         count
@@ -503,9 +595,9 @@ mod tests {
         let published = map.clone();
         assert_eq!(map.remove("/absent"), None);
         assert!(map.get_mut("/absent").is_none());
-        assert!(Arc::ptr_eq(&map.root, &published.root));
+        assert!(Arc::ptr_eq(&map.root.slots, &published.root.slots));
         *map.get_mut("/n5").unwrap() = 500;
-        assert!(!Arc::ptr_eq(&map.root, &published.root));
+        assert!(!Arc::ptr_eq(&map.root.slots, &published.root.slots));
         assert_eq!(published.get("/n5"), Some(&5));
         assert_eq!(map.get("/n5"), Some(&500));
     }
