@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
@@ -28,6 +28,7 @@ use crate::jute::records::{
     WatcherType, encode_watcher_event, opcode, xid,
 };
 use crate::server::four_letter;
+use crate::server::frame_reader::{Frame, FrameReader};
 use crate::server::limits::{
     CONNECTION_OUTPUT_BYTES_MAX, CONNECTION_READ_CHUNK_BYTES, HANDSHAKE_TIMEOUT_MS,
     OUTSTANDING_PER_CONNECTION_MAX,
@@ -593,99 +594,6 @@ impl Connection {
     }
 }
 
-/// Reads frames from the socket into a growing buffer.
-struct FrameReader {
-    buffer: Vec<u8>,
-    start: usize,
-    end: usize,
-    frame_bytes_max: usize,
-}
-
-enum Frame {
-    Complete(usize, usize),
-    NeedMore,
-    /// A length prefix outside 0..=frame_bytes_max, with the raw prefix.
-    BadLength,
-}
-
-impl FrameReader {
-    fn new(frame_bytes_max: usize) -> FrameReader {
-        FrameReader {
-            buffer: vec![0; CONNECTION_READ_CHUNK_BYTES],
-            start: 0,
-            end: 0,
-            frame_bytes_max,
-        }
-    }
-
-    fn next_frame(&mut self) -> Frame {
-        let available = self.end - self.start;
-        if available < 4 {
-            return Frame::NeedMore;
-        }
-        let b = &self.buffer[self.start..self.start + 4];
-        let length = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        if length < 0 || length as usize > self.frame_bytes_max {
-            return Frame::BadLength;
-        }
-        let length = length as usize;
-        if available < 4 + length {
-            return Frame::NeedMore;
-        }
-        let range = (self.start + 4, self.start + 4 + length);
-        self.start += 4 + length;
-        Frame::Complete(range.0, range.1)
-    }
-
-    /// Makes room for at least the frame being read, then reads once. Ok(false) at EOF.
-    async fn fill<R: futures_lite::AsyncRead + Unpin>(
-        &mut self,
-        socket: &mut R,
-    ) -> std::io::Result<bool> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        let available = self.end - self.start;
-        let needed = if available >= 4 {
-            let b = &self.buffer[self.start..self.start + 4];
-            4 + i32::from_be_bytes([b[0], b[1], b[2], b[3]]).max(0) as usize
-        } else {
-            4
-        };
-        if self.start + needed.max(CONNECTION_READ_CHUNK_BYTES / 2) > self.buffer.len() {
-            self.buffer.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if needed > self.buffer.len() {
-            self.buffer.resize(needed, 0);
-        } else if self.buffer.len() > CONNECTION_READ_CHUNK_BYTES
-            && needed <= CONNECTION_READ_CHUNK_BYTES
-            && self.end <= CONNECTION_READ_CHUNK_BYTES
-        {
-            // Give back the memory of a large frame once it has been consumed.
-            self.buffer.truncate(CONNECTION_READ_CHUNK_BYTES);
-            self.buffer.shrink_to_fit();
-        }
-        let n = socket.read(&mut self.buffer[self.end..]).await?;
-        self.end += n;
-        Ok(n > 0)
-    }
-
-    fn frame(&self, range: (usize, usize)) -> &[u8] {
-        &self.buffer[range.0..range.1]
-    }
-
-    /// The first four bytes, for four-letter-word detection.
-    fn peek_prefix(&self) -> Option<[u8; 4]> {
-        (self.end - self.start >= 4).then(|| {
-            let b = &self.buffer[self.start..self.start + 4];
-            [b[0], b[1], b[2], b[3]]
-        })
-    }
-}
-
 /// The two halves of one socket, used by the connection's reader and writer tasks. Both run on
 /// the same executor thread and borrow the stream only inside a single poll, so a `RefCell`
 /// is enough: no lock on the request path.
@@ -843,9 +751,9 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     let config = shard.config.clone();
     // Four-letter words are recognised before the frame length is checked: as integers they
     // are all larger than any allowed frame.
-    let mut frames = FrameReader::new(config.jute_max_buffer);
+    let mut frames = FrameReader::new(config.jute_max_buffer, CONNECTION_READ_CHUNK_BYTES);
     let handshake = async {
-        while frames.end - frames.start < 4 {
+        while frames.buffered() < 4 {
             if !read_more(connection, &mut frames, socket).await {
                 return false;
             }

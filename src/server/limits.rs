@@ -52,6 +52,11 @@ pub const REBASE_BACKLOG_BYTES_MAX: usize = 256 << 20;
 /// Largest frame accepted from another server (an append of many large entries).
 pub const PEER_FRAME_BYTES_MAX: usize = 1 << 30;
 
+/// Size of each server-to-server connection's read buffer: the frames that arrived together
+/// (forwarded writes, their answers, replication messages) are taken in one read. A larger
+/// frame is read in a buffer grown to its size.
+pub const PEER_READ_CHUNK_BYTES: usize = 256 * 1024;
+
 /// A catch-up snapshot travels in pieces of this size.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
 

@@ -10,6 +10,7 @@ pub mod commit_executor;
 pub mod connection;
 pub mod ensemble;
 pub mod four_letter;
+pub mod frame_reader;
 pub mod limits;
 pub mod log_writer;
 pub mod memory;

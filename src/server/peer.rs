@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
@@ -19,7 +19,8 @@ use crate::consensus::{self, Message};
 use crate::core::commit::WriteReply;
 use crate::jute::records::Id;
 use crate::jute::{DecodeError, DecodeResult, Reader, Writer};
-use crate::server::limits::{PEER_FRAME_BYTES_MAX, PEER_RECONNECT_MS};
+use crate::server::frame_reader::{Frame, FrameReader};
+use crate::server::limits::{PEER_FRAME_BYTES_MAX, PEER_READ_CHUNK_BYTES, PEER_RECONNECT_MS};
 use crate::server::messages::ToCommit;
 
 const HELLO_MAGIC: &[u8; 8] = b"ZOOPEER1";
@@ -303,35 +304,37 @@ pub async fn listen(address: SocketAddr, inbox: Rc<LocalSender<ToCommit>>) {
     }
 }
 
-async fn read_frame(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut length = [0u8; 4];
-    stream.read_exact(&mut length).await?;
-    let length = u32::from_be_bytes(length) as usize;
-    if length > PEER_FRAME_BYTES_MAX {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("peer frame of {length} bytes exceeds {PEER_FRAME_BYTES_MAX}"),
-        ));
-    }
-    buffer.resize(length, 0);
-    stream.read_exact(buffer).await
-}
-
 async fn read_peer(mut stream: TcpStream, inbox: Rc<LocalSender<ToCommit>>) {
     let _ = stream.set_nodelay(true);
-    let mut buffer = Vec::new();
-    if read_frame(&mut stream, &mut buffer).await.is_err()
-        || buffer.len() != 16
-        || &buffer[..8] != HELLO_MAGIC
-    {
-        return;
-    }
-    let from = i64::from_be_bytes(buffer[8..16].try_into().expect("8 bytes"));
+    let mut frames = FrameReader::new(PEER_FRAME_BYTES_MAX, PEER_READ_CHUNK_BYTES);
+    // Named by the hello frame, which comes first.
+    let mut from: Option<i64> = None;
     loop {
-        if read_frame(&mut stream, &mut buffer).await.is_err() {
-            break;
-        }
-        match PeerMessage::decode(&buffer) {
+        let range = match frames.next_frame() {
+            Frame::Complete(a, b) => (a, b),
+            Frame::NeedMore => {
+                if frames.fill(&mut stream).await.unwrap_or(false) {
+                    continue;
+                }
+                break;
+            }
+            Frame::BadLength => {
+                eprintln!(
+                    "zoo: a frame over {PEER_FRAME_BYTES_MAX} bytes from server {}; dropping the connection",
+                    from.map_or("?".to_owned(), |f| f.to_string())
+                );
+                break;
+            }
+        };
+        let body = frames.frame(range);
+        let Some(from) = from else {
+            if body.len() != 16 || &body[..8] != HELLO_MAGIC {
+                return;
+            }
+            from = Some(i64::from_be_bytes(body[8..16].try_into().expect("8 bytes")));
+            continue;
+        };
+        match PeerMessage::decode(body) {
             Ok(message) => {
                 if inbox.send(ToCommit::Peer { from, message }).await.is_err() {
                     return;
@@ -345,7 +348,9 @@ async fn read_peer(mut stream: TcpStream, inbox: Rc<LocalSender<ToCommit>>) {
             }
         }
     }
-    let _ = inbox.send(ToCommit::PeerLost { from }).await;
+    if let Some(from) = from {
+        let _ = inbox.send(ToCommit::PeerLost { from }).await;
+    }
 }
 
 /// Keeps a connection to `peer` open and writes the frames queued for it, several per write.
