@@ -199,9 +199,10 @@ impl Children {
             Children::Many(s) => ChildrenIter::Many(s.iter()),
             Children::Frozen(f) => ChildrenIter::Frozen(f, 0),
             Children::Layered(l) => ChildrenIter::Layered {
-                layered: l,
+                frozen: &l.frozen,
                 frozen_next: 0,
                 added: l.added.iter().peekable(),
+                removed: l.removed.iter().peekable(),
             },
         }
     }
@@ -222,9 +223,12 @@ pub enum ChildrenIter<'a> {
     Frozen(&'a FrozenChildren, usize),
     /// A merge of the frozen list (less the removed names) with the added names.
     Layered {
-        layered: &'a Layered,
+        frozen: &'a FrozenChildren,
         frozen_next: usize,
         added: std::iter::Peekable<im::ordset::Iter<'a, Arc<str>>>,
+        /// Walked alongside the frozen list (every removed name is in it, in the same order),
+        /// so skipping the removed names costs no search.
+        removed: std::iter::Peekable<im::ordset::Iter<'a, Arc<str>>>,
     },
 }
 
@@ -243,13 +247,15 @@ impl<'a> Iterator for ChildrenIter<'a> {
                 Some(f.path(*next - 1))
             }
             ChildrenIter::Layered {
-                layered,
+                frozen,
                 frozen_next,
                 added,
+                removed,
             } => {
-                let frozen = &layered.frozen;
                 while *frozen_next < frozen.len()
-                    && layered.removed.contains(frozen.path(*frozen_next))
+                    && removed
+                        .next_if(|r| ***r == *frozen.path(*frozen_next))
+                        .is_some()
                 {
                     *frozen_next += 1;
                 }
