@@ -1039,10 +1039,12 @@ pub fn write_post_order(
     // while the walk runs. Two live allocations never share an address, so a hit is the
     // entry for that very path; a miss (a child named by another allocation of the same
     // path, or one the overlay does not hold) falls back to the lookup by path.
-    let by_address: ahash::AHashMap<*const u8, Option<&Arc<Node>>> = tree
-        .overlay_entries()
-        .map(|(key, node)| (key.as_ptr(), node))
-        .collect();
+    let mut by_address: ahash::AHashMap<*const u8, Option<&Arc<Node>>> =
+        ahash::AHashMap::with_capacity(tree.overlay_len());
+    by_address.extend(
+        tree.overlay_entries()
+            .map(|(key, node)| (key.as_ptr(), node)),
+    );
     let named = |p: &Arc<str>| match by_address.get(&p.as_ptr()) {
         Some(Some(node)) => memory(p.clone(), node),
         Some(None) => panic!("a listed child is deleted: {p}"),
