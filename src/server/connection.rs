@@ -697,6 +697,11 @@ where
                 break;
             }
             c.output_signal.wait().await;
+            // Let the tasks already runnable (this and other connections' readers, the
+            // shard's deliveries) run first, so the send goes after them instead of in the
+            // middle of their work. By hand this gave 2-19% more mixed 90/10 throughput in
+            // six alternating pairs, with as many replies per send as before.
+            futures_lite::future::yield_now().await;
         }
         let _ = socket_writer.close().await;
         c.close_now();
