@@ -4,8 +4,8 @@
 //! server-to-server connections (`u32` prefix; every allowed length is below 2^31, so both
 //! read the same).
 
-/// Reads frames from a socket into a buffer of `chunk_bytes`, grown to hold one larger frame
-/// while it is read and shrunk back after.
+/// Reads frames from a socket into a buffer of `chunk_bytes`, grown (by doubling, as the bytes
+/// arrive) to hold one larger frame while it is read, and shrunk back after.
 pub struct FrameReader {
     buffer: Vec<u8>,
     start: usize,
@@ -74,13 +74,22 @@ impl FrameReader {
         } else {
             4
         };
-        if self.start + needed.max(self.chunk_bytes / 2) > self.buffer.len() {
+        if self.start > 0 && self.start + needed.max(self.chunk_bytes / 2) > self.buffer.len() {
             self.buffer.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if needed > self.buffer.len() {
-            self.buffer.resize(needed, 0);
+        if needed > self.buffer.len() && self.end == self.buffer.len() {
+            // Grow by doubling once full, not to the announced length at once: a peer that
+            // announces a frame of the largest allowed size and sends little of it gets a
+            // buffer at most twice what it sent, not the whole allowance.
+            let grown = self
+                .buffer
+                .len()
+                .saturating_mul(2)
+                .max(self.chunk_bytes)
+                .min(needed);
+            self.buffer.resize(grown, 0);
         } else if self.buffer.len() > self.chunk_bytes
             && needed <= self.chunk_bytes
             && self.end <= self.chunk_bytes
@@ -186,6 +195,33 @@ mod tests {
         let bodies: Vec<Vec<u8>> = (0..100).map(|i| vec![i as u8; 50]).collect();
         // 5,400 bytes in one 64 KiB read, then the read that sees the end.
         assert_eq!(read_all(&bodies, 1 << 20, 64 * 1024), 2);
+    }
+
+    #[test]
+    fn an_announced_large_frame_costs_memory_only_as_its_bytes_arrive() {
+        // A prefix announcing 1 MiB, then 10,000 bytes of it, then the end of the stream.
+        let mut bytes = (1u32 << 20).to_be_bytes().to_vec();
+        bytes.extend(std::iter::repeat_n(7u8, 10_000));
+        let mut socket = Trickle {
+            bytes,
+            at: 0,
+            step: 1 << 20,
+        };
+        let mut frames = FrameReader::new(1 << 20, 1024);
+        futures_lite::future::block_on(async {
+            loop {
+                assert!(matches!(frames.next_frame(), Frame::NeedMore));
+                if !frames.fill(&mut socket).await.unwrap() {
+                    break;
+                }
+            }
+        });
+        assert_eq!(frames.buffered(), 10_004);
+        assert!(
+            frames.buffer.len() <= 2 * 10_004 + 1024,
+            "a buffer of {} bytes for 10,004 received",
+            frames.buffer.len()
+        );
     }
 
     #[test]
