@@ -92,26 +92,32 @@ const NOT_IN_A_MAP: &str = "a vacant slot is only seen inside a change";
 /// `slots`, their content is moved over; otherwise it is cloned (copy-on-write fused with the
 /// insertion, so a shared branch is copied once, not copied and then grown).
 fn inserted<V: Clone>(slots: &mut Arc<[Slot<V>]>, at: usize, slot: Slot<V>) {
-    let n = slots.len();
-    let mut slot = Some(slot);
-    let mut pick = |i: usize, old: &mut dyn FnMut(usize) -> Slot<V>| match i.cmp(&at) {
-        std::cmp::Ordering::Less => old(i),
-        std::cmp::Ordering::Equal => slot.take().expect("inserted once"),
-        std::cmp::Ordering::Greater => old(i - 1),
-    };
-    // A map over a range has an exact length, so the collection allocates once.
-    let fresh: Arc<[Slot<V>]> = match Arc::get_mut(slots) {
-        Some(own) => (0..=n)
-            .map(|i| pick(i, &mut |j| vacate(&mut own[j])))
-            .collect(),
+    let fresh = match Arc::get_mut(slots) {
+        Some(own) => spliced(own.len(), at, slot, |j| vacate(&mut own[j])),
         None => {
             let shared = &*slots;
-            (0..=n)
-                .map(|i| pick(i, &mut |j| shared[j].clone()))
-                .collect()
+            spliced(shared.len(), at, slot, |j| shared[j].clone())
         }
     };
     *slots = fresh;
+}
+
+/// The `n + 1` slots `old(0..at)`, `slot`, `old(at..n)`. A map over a range has an exact
+/// length, so the collection allocates once.
+fn spliced<V>(
+    n: usize,
+    at: usize,
+    slot: Slot<V>,
+    mut old: impl FnMut(usize) -> Slot<V>,
+) -> Arc<[Slot<V>]> {
+    let mut slot = Some(slot);
+    (0..=n)
+        .map(|i| match i.cmp(&at) {
+            std::cmp::Ordering::Less => old(i),
+            std::cmp::Ordering::Equal => slot.take().expect("inserted once"),
+            std::cmp::Ordering::Greater => old(i - 1),
+        })
+        .collect()
 }
 
 /// `slots` without the slot at `at`, which is returned (moved out, or cloned if shared).

@@ -39,7 +39,7 @@ impl FrameReader {
     }
 
     pub fn next_frame(&mut self) -> Frame {
-        let available = self.end - self.start;
+        let available = self.buffered();
         if available < 4 {
             return Frame::NeedMore;
         }
@@ -67,7 +67,7 @@ impl FrameReader {
             self.start = 0;
             self.end = 0;
         }
-        let available = self.end - self.start;
+        let available = self.buffered();
         let needed = if available >= 4 {
             let b = &self.buffer[self.start..self.start + 4];
             4 + i32::from_be_bytes([b[0], b[1], b[2], b[3]]).max(0) as usize
@@ -109,7 +109,7 @@ impl FrameReader {
 
     /// The first four bytes, for four-letter-word detection.
     pub fn peek_prefix(&self) -> Option<[u8; 4]> {
-        (self.end - self.start >= 4).then(|| {
+        (self.buffered() >= 4).then(|| {
             let b = &self.buffer[self.start..self.start + 4];
             [b[0], b[1], b[2], b[3]]
         })
