@@ -16,6 +16,7 @@ use siphasher::sip::SipHasher13;
 
 use crate::core::children::{ChildSource, Children};
 use crate::core::path;
+use crate::core::prefetch::prefetch;
 use crate::core::tree::{Node, NodeKind, node_kind};
 use crate::jute::Writer;
 
@@ -34,22 +35,12 @@ const STAT_BYTES: usize = 8 * 4 + 4 * 3 + 8 * 2;
 const INDEX_RUN_MAX: usize = 4096;
 /// Records whose index entries are looked up together when a file is checked.
 const INDEX_CHECK_BATCH: usize = 64;
+/// How many children ahead the snapshot writer starts loading an in-memory child's node (and
+/// half as many, its data).
+const WALK_PREFETCH_DISTANCE: usize = 16;
 /// How many children ahead the structure check starts loading a child's path.
 const CHILD_PREFETCH_DISTANCE: usize = 8;
 
-/// Asks the CPU to start loading the cache line at `byte` (a hint: no effect on results).
-fn prefetch(byte: &u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and reads nothing the program sees; SSE is part of
-    // every x86_64 target.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (byte as *const u8).cast::<i8>(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = byte;
-}
 /// Largest path, data or ACL string accepted inside a snapshot.
 pub const FIELD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -523,7 +514,7 @@ impl FrozenTree {
                 if i + CHILD_PREFETCH_DISTANCE < r.child_count {
                     let ahead = r.children_at + 8 * (i + CHILD_PREFETCH_DISTANCE);
                     if let Some(target) = u64_at(b, ahead).and_then(|t| b.get(t as usize + 8)) {
-                        prefetch(target);
+                        prefetch(target as *const u8);
                     }
                 }
                 let child = u64_at(b, entry).expect("child offsets in bounds") as usize;
@@ -1070,6 +1061,21 @@ pub fn write_post_order(
         let top = stack
             .last_mut()
             .expect("stack holds the root until it is written");
+        if let Source::Memory { children, .. } = &top.source {
+            // The children of a large in-memory parent (every node created under it since
+            // the file was written) are scattered in memory: start loading a later child's
+            // node, and a nearer one's data, so their misses overlap this child's work.
+            let ahead = |distance: usize| match children.get(top.next + distance) {
+                Some(ChildSource::Named(p)) => by_address.get(&p.as_ptr()).copied().flatten(),
+                _ => None,
+            };
+            if let Some(node) = ahead(WALK_PREFETCH_DISTANCE) {
+                prefetch(Arc::as_ptr(node));
+            }
+            if let Some(data) = ahead(WALK_PREFETCH_DISTANCE / 2).and_then(|n| n.data.as_ref()) {
+                prefetch(Arc::as_ptr(data));
+            }
+        }
         let child = match &top.source {
             Source::Memory { children, .. } => children.get(top.next).map(|c| match c {
                 ChildSource::Named(p) => named(p),

@@ -9,6 +9,7 @@ pub mod frozen;
 pub mod membership;
 pub mod path;
 pub mod path_map;
+pub mod prefetch;
 pub mod read;
 pub mod sessions;
 pub mod tree;

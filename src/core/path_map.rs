@@ -27,10 +27,12 @@
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use crate::core::prefetch::prefetch;
+
 const CHUNK_BITS: u32 = 5;
 const CHUNK_MASK: u64 = (1 << CHUNK_BITS) - 1;
 
-pub struct PathMap<V, S = ahash::RandomState> {
+pub struct PathMap<V: DropHint, S = ahash::RandomState> {
     root: Branch<V>,
     len: usize,
     hasher: S,
@@ -39,13 +41,51 @@ pub struct PathMap<V, S = ahash::RandomState> {
 /// A branch: which chunk values are present, and their slots in one shared allocation. The
 /// bitmap sits in the parent's slot, next to the pointer, so a lookup touches one new cache
 /// line per level (the slot it follows) instead of two (a branch header, then its slots).
-struct Branch<V> {
+struct Branch<V: DropHint> {
     /// Bit i set: the slot for chunk value i is present, at index popcount(bits below i).
     bitmap: u32,
     slots: Arc<[Slot<V>]>,
 }
 
-impl<V> Clone for Branch<V> {
+/// What a map's values let it know before they are dropped: freeing a large map is a walk
+/// over memory no one has touched for a while, one cache miss after another, unless the
+/// next misses are started early.
+pub trait DropHint {
+    /// Starts loading what dropping this value will touch first.
+    fn prefetch_for_drop(&self) {}
+    /// Called after `prefetch_for_drop` on the other values of the same branch (so this
+    /// value's own memory has had time to arrive): starts loading what it points to.
+    fn prefetch_deeper(&self) {}
+}
+
+impl<V: DropHint> Drop for Branch<V> {
+    /// The last owner of a branch's slots frees them and what they own: start loading all
+    /// of it first, so that the misses overlap instead of coming one after another. Each
+    /// deeper branch does the same for its own slots when its turn comes.
+    fn drop(&mut self) {
+        let Some(slots) = Arc::get_mut(&mut self.slots) else {
+            return;
+        };
+        for slot in slots.iter() {
+            match slot {
+                Slot::Entry(e) => {
+                    prefetch(Arc::as_ptr(&e.key));
+                    e.value.prefetch_for_drop();
+                }
+                Slot::Branch(b) => prefetch(Arc::as_ptr(&b.slots)),
+                Slot::Collision(c) => prefetch(Arc::as_ptr(c)),
+                Slot::Vacant => {}
+            }
+        }
+        for slot in slots.iter() {
+            if let Slot::Entry(e) = slot {
+                e.value.prefetch_deeper();
+            }
+        }
+    }
+}
+
+impl<V: DropHint> Clone for Branch<V> {
     /// Shares the slots (copy-on-write).
     fn clone(&self) -> Self {
         Branch {
@@ -56,7 +96,7 @@ impl<V> Clone for Branch<V> {
 }
 
 #[derive(Clone)]
-enum Slot<V> {
+enum Slot<V: DropHint> {
     Entry(Entry<V>),
     Branch(Branch<V>),
     Collision(Arc<Collision<V>>),
@@ -82,7 +122,7 @@ fn chunk(hash: u64, shift: u32) -> u32 {
     ((hash >> shift) & CHUNK_MASK) as u32
 }
 
-fn vacate<V>(slot: &mut Slot<V>) -> Slot<V> {
+fn vacate<V: DropHint>(slot: &mut Slot<V>) -> Slot<V> {
     std::mem::replace(slot, Slot::Vacant)
 }
 
@@ -91,7 +131,7 @@ const NOT_IN_A_MAP: &str = "a vacant slot is only seen inside a change";
 /// `slots` with `slot` inserted at `at`, in one new allocation. When no other map shares
 /// `slots`, their content is moved over; otherwise it is cloned (copy-on-write fused with the
 /// insertion, so a shared branch is copied once, not copied and then grown).
-fn inserted<V: Clone>(slots: &mut Arc<[Slot<V>]>, at: usize, slot: Slot<V>) {
+fn inserted<V: Clone + DropHint>(slots: &mut Arc<[Slot<V>]>, at: usize, slot: Slot<V>) {
     let fresh = match Arc::get_mut(slots) {
         Some(own) => spliced(own.len(), at, slot, |j| vacate(&mut own[j])),
         None => {
@@ -104,7 +144,7 @@ fn inserted<V: Clone>(slots: &mut Arc<[Slot<V>]>, at: usize, slot: Slot<V>) {
 
 /// The `n + 1` slots `old(0..at)`, `slot`, `old(at..n)`. A map over a range has an exact
 /// length, so the collection allocates once.
-fn spliced<V>(
+fn spliced<V: DropHint>(
     n: usize,
     at: usize,
     slot: Slot<V>,
@@ -121,7 +161,7 @@ fn spliced<V>(
 }
 
 /// `slots` without the slot at `at`, which is returned (moved out, or cloned if shared).
-fn removed<V: Clone>(slots: &mut Arc<[Slot<V>]>, at: usize) -> Slot<V> {
+fn removed<V: Clone + DropHint>(slots: &mut Arc<[Slot<V>]>, at: usize) -> Slot<V> {
     let n = slots.len();
     let skip = |i: usize| if i < at { i } else { i + 1 };
     let (gone, fresh): (Slot<V>, Arc<[Slot<V>]>) = match Arc::get_mut(slots) {
@@ -138,7 +178,7 @@ fn removed<V: Clone>(slots: &mut Arc<[Slot<V>]>, at: usize) -> Slot<V> {
     gone
 }
 
-impl<V: Clone> Branch<V> {
+impl<V: Clone + DropHint> Branch<V> {
     fn empty() -> Branch<V> {
         Branch {
             bitmap: 0,
@@ -187,7 +227,7 @@ impl<V: Clone> Branch<V> {
     }
 }
 
-impl<V: Clone, S: BuildHasher> PathMap<V, S> {
+impl<V: Clone + DropHint, S: BuildHasher> PathMap<V, S> {
     pub fn with_hasher(hasher: S) -> PathMap<V, S> {
         PathMap {
             root: Branch::empty(),
@@ -277,7 +317,7 @@ impl<V: Clone, S: BuildHasher> PathMap<V, S> {
     }
 }
 
-fn get_mut_at<'a, V: Clone>(
+fn get_mut_at<'a, V: Clone + DropHint>(
     branch: &'a mut Branch<V>,
     shift: u32,
     hash: u64,
@@ -300,7 +340,11 @@ fn get_mut_at<'a, V: Clone>(
     }
 }
 
-fn insert_at<V: Clone>(branch: &mut Branch<V>, shift: u32, entry: Entry<V>) -> Option<V> {
+fn insert_at<V: Clone + DropHint>(
+    branch: &mut Branch<V>,
+    shift: u32,
+    entry: Entry<V>,
+) -> Option<V> {
     let (bit, at) = branch.position(entry.hash, shift);
     if branch.bitmap & bit == 0 {
         branch.add(bit, at, Slot::Entry(entry));
@@ -354,7 +398,12 @@ fn insert_at<V: Clone>(branch: &mut Branch<V>, shift: u32, entry: Entry<V>) -> O
 }
 
 /// Removes a key known to be present below `branch`.
-fn remove_at<V: Clone>(branch: &mut Branch<V>, shift: u32, hash: u64, key: &str) -> Option<V> {
+fn remove_at<V: Clone + DropHint>(
+    branch: &mut Branch<V>,
+    shift: u32,
+    hash: u64,
+    key: &str,
+) -> Option<V> {
     let (bit, at) = branch.position(hash, shift);
     if branch.bitmap & bit == 0 {
         return None;
@@ -400,7 +449,7 @@ fn remove_at<V: Clone>(branch: &mut Branch<V>, shift: u32, hash: u64, key: &str)
     }
 }
 
-impl<V, S: Clone> Clone for PathMap<V, S> {
+impl<V: DropHint, S: Clone> Clone for PathMap<V, S> {
     /// O(1): the clone shares every branch until one side changes it.
     fn clone(&self) -> Self {
         PathMap {
@@ -411,19 +460,19 @@ impl<V, S: Clone> Clone for PathMap<V, S> {
     }
 }
 
-impl<V, S> std::fmt::Debug for PathMap<V, S> {
+impl<V: DropHint, S> std::fmt::Debug for PathMap<V, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PathMap({} entries)", self.len)
     }
 }
 
 /// Every (key, value), in no particular order.
-pub struct Iter<'a, V> {
+pub struct Iter<'a, V: DropHint> {
     stack: Vec<(&'a Branch<V>, usize)>,
     collision: Option<std::slice::Iter<'a, (Arc<str>, V)>>,
 }
 
-impl<'a, V> Iterator for Iter<'a, V> {
+impl<'a, V: DropHint> Iterator for Iter<'a, V> {
     type Item = (&'a Arc<str>, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -456,6 +505,9 @@ mod tests {
     use std::collections::HashMap;
     use std::hash::{BuildHasherDefault, Hasher};
 
+    impl DropHint for u64 {}
+    impl DropHint for u32 {}
+
     /// A hasher that keeps only what the test lets through, to force collisions and deep
     /// branches.
     #[derive(Default, Clone)]
@@ -484,7 +536,7 @@ mod tests {
     }
 
     /// Checks the shape invariants stated in the module comment; returns the entry count.
-    fn check_shape<V>(branch: &Branch<V>, shift: u32, is_root: bool) -> usize {
+    fn check_shape<V: DropHint>(branch: &Branch<V>, shift: u32, is_root: bool) -> usize {
         assert_eq!(branch.bitmap.count_ones() as usize, branch.slots.len());
         if !is_root {
             assert!(!branch.slots.is_empty(), "an empty inner branch");

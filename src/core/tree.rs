@@ -59,6 +59,22 @@ pub fn node_kind(owner: i64) -> NodeKind {
 
 pub type Path = Arc<str>;
 
+/// Freeing the overlay (the old tree after each snapshot) visits every changed node: a node
+/// and its data are started early (`path_map::DropHint`).
+impl crate::core::path_map::DropHint for Option<Arc<Node>> {
+    fn prefetch_for_drop(&self) {
+        if let Some(node) = self {
+            crate::core::prefetch::prefetch(Arc::as_ptr(node));
+        }
+    }
+
+    fn prefetch_deeper(&self) {
+        if let Some(data) = self.as_ref().and_then(|node| node.data.as_ref()) {
+            crate::core::prefetch::prefetch(Arc::as_ptr(data));
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Node {
     /// `None` for a node created or set with null data.
