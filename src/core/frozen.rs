@@ -977,33 +977,79 @@ impl Shadowed {
 /// A node still frozen (unchanged since the file it lives in) is copied from that file
 /// byte for byte, with only its child offsets rewritten: its child set cannot have changed,
 /// because any change to a node's children copies the node into the overlay.
-pub fn write_post_order(
-    tree: &crate::core::tree::DataTree,
+pub fn write_post_order<'t>(
+    tree: &'t crate::core::tree::DataTree,
     writer: &mut FrozenWriter,
     emit: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
-    enum Source {
+    /// A changed node's path: the overlay's own key where the walk found it by address
+    /// (no reference count touched), else a copy.
+    enum PathRef<'t> {
+        Key(&'t Arc<str>),
+        Copied(Arc<str>),
+    }
+    impl PathRef<'_> {
+        fn as_str(&self) -> &str {
+            match self {
+                PathRef::Key(k) => k,
+                PathRef::Copied(p) => p,
+            }
+        }
+    }
+    /// An overlay entry found by the address of its key: the key and the node (`None`: a
+    /// deletion).
+    type Found<'t> = (&'t Arc<str>, Option<&'t Arc<Node>>);
+    enum Source<'t> {
         Memory {
-            path: Arc<str>,
-            node: Arc<Node>,
+            path: PathRef<'t>,
+            node: &'t Arc<Node>,
             children: Vec<ChildSource>,
+            /// For each child named by path: its overlay entry, looked up by address when
+            /// the frame was made (one tight loop of independent probes, so that their
+            /// cache misses overlap); `None` for a child the table does not hold.
+            found: Vec<Option<Found<'t>>>,
         },
         Frozen {
             at: usize,
             layout: RecordLayout,
         },
     }
-    struct Frame {
-        source: Source,
+    struct Frame<'t> {
+        source: Source<'t>,
         next: usize,
         offsets: Vec<u64>,
     }
     let frozen = tree.frozen_tree();
     let shadowed = Shadowed::of(tree);
-    let memory = |path: Arc<str>, node: &Arc<Node>| Source::Memory {
-        children: node.children.sources(frozen),
-        node: node.clone(),
-        path,
+    // An in-memory parent names its children by the same `Arc<str>` allocations that key
+    // them in the overlay (children.rs), so one pass over the overlay indexes its entries by
+    // the address of that allocation: a flat table probed with one word, where a lookup by
+    // path hashes the path and descends the map's branches (a quarter of the snapshot
+    // thread's time in a 3-server create run). The table costs three words per overlay
+    // entry while the walk runs. Two live allocations never share an address, so a hit is
+    // the entry for that very path; a miss (a child named by another allocation of the same
+    // path, or one the overlay does not hold) falls back to the lookup by path.
+    let mut by_address: ahash::AHashMap<*const u8, Found<'t>> =
+        ahash::AHashMap::with_capacity(tree.overlay_len());
+    by_address.extend(
+        tree.overlay_entries()
+            .map(|(key, node)| (key.as_ptr(), (key, node))),
+    );
+    let memory = |path: PathRef<'t>, node: &'t Arc<Node>| {
+        let children = node.children.sources(frozen);
+        let found = children
+            .iter()
+            .map(|c| match c {
+                ChildSource::Named(p) => by_address.get(&p.as_ptr()).copied(),
+                ChildSource::Record(_) => None,
+            })
+            .collect();
+        Source::Memory {
+            path,
+            node,
+            children,
+            found,
+        }
     };
     let from_file = |at: usize| {
         let f = frozen.expect("a frozen node has a frozen tree");
@@ -1014,7 +1060,7 @@ pub fn write_post_order(
     };
     // A child listed by a parent: changed (in the overlay) or still as the file has it.
     let source_of = |p: &str, known_at: Option<usize>| match tree.overlay_slot(p) {
-        Some(Some(node)) => memory(Arc::from(p), node),
+        Some(Some(node)) => memory(PathRef::Copied(Arc::from(p)), node),
         Some(None) => panic!("a listed child is deleted: {p}"),
         None => from_file(known_at.unwrap_or_else(|| {
             frozen
@@ -1022,23 +1068,9 @@ pub fn write_post_order(
                 .expect("a listed child exists")
         })),
     };
-    // An in-memory parent names its children by the same `Arc<str>` allocations that key
-    // them in the overlay (children.rs), so one pass over the overlay indexes its entries by
-    // the address of that allocation: a flat table probed with one word, where a lookup by
-    // path hashes the path and descends the map's branches (a quarter of the snapshot
-    // thread's time in a 3-server create run). The table costs two words per overlay entry
-    // while the walk runs. Two live allocations never share an address, so a hit is the
-    // entry for that very path; a miss (a child named by another allocation of the same
-    // path, or one the overlay does not hold) falls back to the lookup by path.
-    let mut by_address: ahash::AHashMap<*const u8, Option<&Arc<Node>>> =
-        ahash::AHashMap::with_capacity(tree.overlay_len());
-    by_address.extend(
-        tree.overlay_entries()
-            .map(|(key, node)| (key.as_ptr(), node)),
-    );
-    let named = |p: &Arc<str>| match by_address.get(&p.as_ptr()) {
-        Some(Some(node)) => memory(p.clone(), node),
-        Some(None) => panic!("a listed child is deleted: {p}"),
+    let named = |p: &Arc<str>, found: Option<Found<'t>>| match found {
+        Some((key, Some(node))) => memory(PathRef::Key(key), node),
+        Some((_, None)) => panic!("a listed child is deleted: {p}"),
         None => source_of(p, None),
     };
     // A child known by its record: only a record the overlay shadows needs the overlay (the
@@ -1061,24 +1093,26 @@ pub fn write_post_order(
         let top = stack
             .last_mut()
             .expect("stack holds the root until it is written");
-        if let Source::Memory { children, .. } = &top.source {
+        if let Source::Memory { found, .. } = &top.source {
             // The children of a large in-memory parent (every node created under it since
             // the file was written) are scattered in memory: start loading a later child's
-            // node, and a nearer one's data, so their misses overlap this child's work.
-            let ahead = |distance: usize| match children.get(top.next + distance) {
-                Some(ChildSource::Named(p)) => by_address.get(&p.as_ptr()).copied().flatten(),
-                _ => None,
-            };
-            if let Some(node) = ahead(WALK_PREFETCH_DISTANCE) {
+            // node and path, and a nearer one's data, so their misses overlap this child's
+            // work.
+            if let Some(Some((key, Some(node)))) = found.get(top.next + WALK_PREFETCH_DISTANCE) {
                 prefetch(Arc::as_ptr(node));
+                prefetch(Arc::as_ptr(key));
             }
-            if let Some(data) = ahead(WALK_PREFETCH_DISTANCE / 2).and_then(|n| n.data.as_ref()) {
+            if let Some(Some((_, Some(node)))) = found.get(top.next + WALK_PREFETCH_DISTANCE / 2)
+                && let Some(data) = &node.data
+            {
                 prefetch(Arc::as_ptr(data));
             }
         }
         let child = match &top.source {
-            Source::Memory { children, .. } => children.get(top.next).map(|c| match c {
-                ChildSource::Named(p) => named(p),
+            Source::Memory {
+                children, found, ..
+            } => children.get(top.next).map(|c| match c {
+                ChildSource::Named(p) => named(p, found[top.next]),
                 ChildSource::Record(at) => source_at(*at),
             }),
             Source::Frozen { layout, .. } => (top.next < layout.child_count).then(|| {
@@ -1096,7 +1130,9 @@ pub fn write_post_order(
         let done = stack.pop().expect("top exists");
         buf.clear();
         let at = match &done.source {
-            Source::Memory { path, node, .. } => writer.record(path, node, &done.offsets, &mut buf),
+            Source::Memory { path, node, .. } => {
+                writer.record(path.as_str(), node, &done.offsets, &mut buf)
+            }
             Source::Frozen { at, layout } => {
                 let b = frozen.expect("frozen").bytes();
                 let owner = layout.owner(b);
