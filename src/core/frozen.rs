@@ -985,7 +985,7 @@ pub fn write_post_order<'t>(
     /// A changed node's path: the overlay's own key where the walk found it by address
     /// (no reference count touched), else a copy.
     enum PathRef<'t> {
-        Key(&'t Arc<str>),
+        Key(&'t str),
         Copied(Arc<str>),
     }
     impl PathRef<'_> {
@@ -997,12 +997,13 @@ pub fn write_post_order<'t>(
         }
     }
     /// An overlay entry found by the address of its key: the key and the node (`None`: a
-    /// deletion).
-    type Found<'t> = (&'t Arc<str>, Option<&'t Arc<Node>>);
+    /// deletion), as references to the allocations themselves, not to the overlay's slots
+    /// that point at them: reading them then touches no slot (each a cache miss of its own).
+    type Found<'t> = (&'t str, Option<&'t Node>);
     enum Source<'t> {
         Memory {
             path: PathRef<'t>,
-            node: &'t Arc<Node>,
+            node: &'t Node,
             children: Vec<ChildSource>,
             /// For each child named by path: its overlay entry, looked up by address when
             /// the frame was made (one tight loop of independent probes, so that their
@@ -1033,9 +1034,9 @@ pub fn write_post_order<'t>(
         ahash::AHashMap::with_capacity(tree.overlay_len());
     by_address.extend(
         tree.overlay_entries()
-            .map(|(key, node)| (key.as_ptr(), (key, node))),
+            .map(|(key, node)| (key.as_ptr(), (&**key, node.map(|n| &**n)))),
     );
-    let memory = |path: PathRef<'t>, node: &'t Arc<Node>| {
+    let memory = |path: PathRef<'t>, node: &'t Node| {
         let children = node.children.sources(frozen);
         let found = children
             .iter()
@@ -1099,8 +1100,8 @@ pub fn write_post_order<'t>(
             // node and path, and a nearer one's data, so their misses overlap this child's
             // work.
             if let Some(Some((key, Some(node)))) = found.get(top.next + WALK_PREFETCH_DISTANCE) {
-                prefetch(Arc::as_ptr(node));
-                prefetch(Arc::as_ptr(key));
+                prefetch(*node as *const Node);
+                prefetch(key.as_ptr());
             }
             if let Some(Some((_, Some(node)))) = found.get(top.next + WALK_PREFETCH_DISTANCE / 2)
                 && let Some(data) = &node.data
