@@ -982,17 +982,17 @@ pub fn write_post_order<'t>(
     writer: &mut FrozenWriter,
     emit: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<u64> {
-    /// A changed node's path: the overlay's own key where the walk found it by address
-    /// (no reference count touched), else a copy.
+    /// A changed node's path, never copied: borrowed from the overlay's key (found by
+    /// address) or from the file's record, or shared with the parent's child list.
     enum PathRef<'t> {
-        Key(&'t str),
-        Copied(Arc<str>),
+        Borrowed(&'t str),
+        Shared(Arc<str>),
     }
     impl PathRef<'_> {
         fn as_str(&self) -> &str {
             match self {
-                PathRef::Key(k) => k,
-                PathRef::Copied(p) => p,
+                PathRef::Borrowed(p) => p,
+                PathRef::Shared(p) => p,
             }
         }
     }
@@ -1060,25 +1060,31 @@ pub fn write_post_order<'t>(
         }
     };
     // A child listed by a parent: changed (in the overlay) or still as the file has it.
-    let source_of = |p: &str, known_at: Option<usize>| match tree.overlay_slot(p) {
-        Some(Some(node)) => memory(PathRef::Copied(Arc::from(p)), node),
-        Some(None) => panic!("a listed child is deleted: {p}"),
-        None => from_file(known_at.unwrap_or_else(|| {
-            frozen
-                .and_then(|f| f.find(p))
-                .expect("a listed child exists")
-        })),
+    let source_of = |path: PathRef<'t>, known_at: Option<usize>| {
+        let p = path.as_str();
+        match tree.overlay_slot(p) {
+            Some(Some(node)) => memory(path, node),
+            Some(None) => panic!("a listed child is deleted: {p}"),
+            None => from_file(known_at.unwrap_or_else(|| {
+                frozen
+                    .and_then(|f| f.find(p))
+                    .expect("a listed child exists")
+            })),
+        }
     };
     let named = |p: &Arc<str>, found: Option<Found<'t>>| match found {
-        Some((key, Some(node))) => memory(PathRef::Key(key), node),
+        Some((key, Some(node))) => memory(PathRef::Borrowed(key), node),
         Some((_, None)) => panic!("a listed child is deleted: {p}"),
-        None => source_of(p, None),
+        None => source_of(PathRef::Shared(p.clone()), None),
     };
     // A child known by its record: only a record the overlay shadows needs the overlay (the
     // one hash lookup per changed node, not per node).
     let source_at = |at: usize| {
         if shadowed.contains(at) {
-            source_of(frozen.expect("frozen").path_at(at), Some(at))
+            source_of(
+                PathRef::Borrowed(frozen.expect("frozen").path_at(at)),
+                Some(at),
+            )
         } else {
             from_file(at)
         }
@@ -1088,7 +1094,7 @@ pub fn write_post_order<'t>(
         next: 0,
         offsets: Vec::new(),
     };
-    let mut stack = vec![frame(source_of("/", None))];
+    let mut stack = vec![frame(source_of(PathRef::Borrowed("/"), None))];
     let mut buf = Vec::with_capacity(4096);
     loop {
         let top = stack
