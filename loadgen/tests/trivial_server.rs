@@ -12,7 +12,13 @@ use common::{
 };
 use zoo_loadgen::report::Output;
 
+/// Starts a trivial server on a free port and waits until it listens. The servers listen
+/// with SO_REUSEPORT (glommio), so two tests that drew the same free port would both bind
+/// it and one's readiness check could reach the other's server: one start at a time, each
+/// holding its port before the next draws one, rules that out.
 fn start_trivial() -> (u16, ChildGuard) {
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_port();
     let mut child = loadgen()
         .args(["trivial-server", "--port", &port.to_string(), "--no-pin"])
