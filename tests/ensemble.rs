@@ -584,3 +584,92 @@ fn every_server_moves_onto_its_snapshots_and_keeps_the_same_tree() {
     ensemble.wait_until_serving();
     check_all("the model after a restart", &ports);
 }
+
+/// Every znode under `root` with its data, as server `port` serves it.
+fn tree_under(port: u16, root: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut c = connect(port);
+    let mut out = std::collections::BTreeMap::new();
+    for name in c.get_children(root).expect("getChildren") {
+        let path = format!("{root}/{name}");
+        if let Ok((data, _)) = c.get_data(&path, false) {
+            out.insert(path, data);
+        }
+    }
+    out
+}
+
+/// A leader with no client of its own seals most batches without their tree and moves its
+/// applied state over many committed batches at once (ARCHITECTURE.md R14), also while it
+/// moves onto its snapshots (`snapCount=40`). Writes go through the followers only: the
+/// leader reports batches sealed without a tree, and afterwards every server, the leader
+/// included, serves exactly the writes the clients saw succeed.
+#[test]
+fn a_leader_with_no_clients_of_its_own_skips_trees_and_ends_with_the_same_tree() {
+    const NONODE: i32 = -101;
+    const NODEEXISTS: i32 = -110;
+    let ensemble = ZooEnsemble::start(3, 0, &["snapCount=40"]);
+    let leader = ensemble.leader();
+    let ports: Vec<u16> = ensemble.servers.iter().map(|s| s.port()).collect();
+    let followers: Vec<u16> = (0..ports.len())
+        .filter(|&i| i != leader)
+        .map(|i| ports[i])
+        .collect();
+    connect(followers[0]).create("/w", b"", PERSISTENT).unwrap();
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let port = followers[w as usize % followers.len()];
+            std::thread::spawn(move || {
+                let mut c = connect(port);
+                let mut rng = Lcg(w + 1);
+                let mut model = std::collections::BTreeMap::new();
+                for step in 0..300 {
+                    let key = format!("/w/{w}-{}", rng.next() % 40);
+                    let data = format!("{w}-{step}").into_bytes();
+                    match rng.next() % 3 {
+                        0 => {
+                            let expected = if model.contains_key(&key) {
+                                Err(NODEEXISTS)
+                            } else {
+                                Ok(key.clone())
+                            };
+                            assert_eq!(c.create(&key, &data, PERSISTENT), expected);
+                            model.entry(key).or_insert(data);
+                        }
+                        1 => match c.set_data(&key, &data, -1) {
+                            Ok(_) => assert!(model.insert(key, data).is_some()),
+                            Err(code) => assert!(code == NONODE && !model.contains_key(&key)),
+                        },
+                        _ => match c.delete(&key, -1) {
+                            Ok(()) => assert!(model.remove(&key).is_some()),
+                            Err(code) => assert!(code == NONODE && !model.contains_key(&key)),
+                        },
+                    }
+                }
+                model
+            })
+        })
+        .collect();
+    let mut expected = std::collections::BTreeMap::new();
+    for w in writers {
+        expected.extend(w.join().expect("writer"));
+    }
+    let mntr = four_letter(ports[leader], "mntr").unwrap();
+    let value = |key: &str| -> u64 {
+        mntr.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{key} missing from mntr:\n{mntr}"))
+    };
+    let (batches, trees) = (
+        value("zoo_leader_sealed_batches"),
+        value("zoo_leader_sealed_trees"),
+    );
+    assert!(
+        trees < batches / 2,
+        "the leader kept {trees} trees for {batches} batches"
+    );
+    for &port in &ports {
+        wait_for_long(&format!("the same tree on port {port}"), || {
+            (tree_under(port, "/w") == expected).then_some(())
+        });
+    }
+}

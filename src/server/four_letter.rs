@@ -143,6 +143,14 @@ pub fn respond(shard: &Shard, command: &str, tree: Option<Arc<DataTree>>) -> Str
                     commit.tree_publications.load(Relaxed).to_string(),
                 ),
                 (
+                    "zoo_leader_sealed_batches",
+                    commit.sealed_batches.load(Relaxed).to_string(),
+                ),
+                (
+                    "zoo_leader_sealed_trees",
+                    commit.sealed_trees.load(Relaxed).to_string(),
+                ),
+                (
                     "zoo_tree_overlay_nodes",
                     commit.overlay_nodes.load(Relaxed).to_string(),
                 ),

@@ -20,6 +20,11 @@ pub const COMMIT_BATCH_MAX: usize = 1024;
 /// bounds how long a shard pins a superseded tree and the memory only it still uses.
 pub const SHARD_TREE_REFRESH_MS: u64 = 1000;
 
+/// Longest a leader with no one waiting on it goes without keeping a sealed tree
+/// (`server::ensemble::leader`): bounds how far its applied state (snapshots, `mntr`) trails
+/// the commits.
+pub const LEADER_APPLIED_LAG_MS: u64 = 100;
+
 /// Requests one connection may have in progress (queued behind a write or awaiting commit)
 /// before the server stops reading its socket.
 pub const OUTSTANDING_PER_CONNECTION_MAX: usize = 1000;

@@ -43,6 +43,10 @@ impl TreeDemand {
     fn take(&self) -> bool {
         self.reads.swap(false, Ordering::Relaxed)
     }
+
+    fn is_raised(&self) -> bool {
+        self.reads.load(Ordering::Relaxed)
+    }
 }
 
 /// The commit executor's side: whether this batch's message to the shards carries the tree.
@@ -74,6 +78,12 @@ impl Publisher {
     /// Publish the tree at the next batch: a shard holds reads for it, or the tree moved.
     pub fn force(&mut self) {
         self.forced = true;
+    }
+
+    /// True if a shard reads or waits for a tree: the next batch's publication is due for
+    /// that reason alone. Changes nothing (the leader asks before it seals a batch).
+    pub fn is_wanted(&self) -> bool {
+        self.forced || self.demand.is_raised()
     }
 
     /// The tree for the message about to go to the shards, if it must carry one.

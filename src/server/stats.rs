@@ -136,6 +136,10 @@ pub struct CommitStats {
     /// Trees handed to the shards (`server::publication`); fewer than batches when the
     /// shards do not read.
     pub tree_publications: AtomicU64,
+    /// Leader: batches of proposals sealed, and how many of them kept their tree
+    /// (`server::ensemble::leader`).
+    pub sealed_batches: AtomicU64,
+    pub sealed_trees: AtomicU64,
     /// Longest swap onto a rebased tree, in the commit path (µs).
     pub rebase_swap_max_micros: AtomicU64,
     /// Longest return of free memory to the system, in the commit path (µs).

@@ -1,6 +1,17 @@
 //! The leader's side: validating writes against its speculative state, proposing their
 //! txns, answering the clients (its own and the followers'), and sealing its speculative tree
 //! after each cycle so that it is published as is once committed.
+//!
+//! A sealed tree is a clone of the speculative one, and every clone costs the next cycle's
+//! writes a copy of each map branch on their way (copy-on-write), and the holder of the old
+//! tree its freeing. So a cycle keeps a tree only when someone on this server is waiting for
+//! the applied state to move: a client connected here (its replies are held until its write
+//! is applied, its reads and watches are served from published trees), a shard asking for a
+//! tree, a reconfiguration in progress, or `LEADER_APPLIED_LAG_MS` since the last kept tree.
+//! Otherwise the batch is sealed without one, and the applied state moves, over every batch
+//! committed by then, when the next batch that has a tree commits (ARCHITECTURE.md R14). A
+//! leader whose clients are all on followers thus copies its map a few times a second instead
+//! of every cycle.
 
 use super::*;
 
@@ -9,7 +20,8 @@ use super::*;
 pub(super) struct SpecBatch {
     pub(super) prev: i64,
     pub(super) last: i64,
-    pub(super) tree: crate::core::tree::DataTree,
+    /// The speculative tree at `last`; `None` when no one was waiting for it (module doc).
+    pub(super) tree: Option<crate::core::tree::DataTree>,
     pub(super) triggers: Vec<(i64, Trigger)>,
     pub(super) sessions: Vec<(TxnHeader, Txn)>,
     pub(super) entries: u64,
@@ -224,25 +236,66 @@ impl Ensemble {
         );
     }
 
-    /// One round of replication work: persist, send, apply, answer, publish.
-    /// Leader: remembers the speculative state after this cycle's proposals (see SpecBatch).
+    /// Leader: remembers the speculative state after this cycle's proposals (see SpecBatch),
+    /// with the tree itself only when it is wanted (module doc).
     pub(super) fn seal(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::Instant::now();
+        let wanted = self.applied_tree_wanted(now);
         let Some(spec) = self.speculative.as_ref() else {
             return;
         };
         let last = spec.last_zxid();
         if last <= self.sealed_upto {
+            // Nothing proposed since: the speculative tree is the state at the newest batch's
+            // end, so that batch can still take it (and once the leader is idle, the time
+            // limit makes it do so).
+            if wanted
+                && let Some(newest) = self.sealed.back_mut()
+                && newest.tree.is_none()
+                && newest.last == last
+            {
+                newest.tree = Some(spec.tree().clone());
+                self.tree_sealed_at = now;
+                self.stats.commit.sealed_trees.fetch_add(1, Relaxed);
+            }
             return;
         }
         let entries = self.replica.entries_between(self.sealed_upto, last).count() as u64;
+        let tree = wanted.then(|| spec.tree().clone());
+        self.stats.commit.sealed_batches.fetch_add(1, Relaxed);
+        if tree.is_some() {
+            self.tree_sealed_at = now;
+            self.stats.commit.sealed_trees.fetch_add(1, Relaxed);
+        }
         self.sealed.push_back(SpecBatch {
             prev: self.sealed_upto,
             last,
-            tree: spec.tree().clone(),
+            tree,
             triggers: std::mem::take(&mut self.spec_triggers),
             sessions: std::mem::take(&mut self.spec_sessions),
             entries,
         });
         self.sealed_upto = last;
+    }
+
+    /// True if this cycle's batch must keep its tree: someone on this server waits for the
+    /// applied state to move (module doc).
+    fn applied_tree_wanted(&self, now: std::time::Instant) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let membership_version = |c: &CommitCore| c.membership().map_or(0, |m| m.version);
+        !self.held.is_empty()
+            || self
+                .stats
+                .shards
+                .iter()
+                .any(|s| s.connections.load(Relaxed) > 0)
+            || self.publisher.is_wanted()
+            || self
+                .speculative
+                .as_ref()
+                .is_some_and(|s| membership_version(s) != membership_version(&self.applied))
+            || now.saturating_duration_since(self.tree_sealed_at)
+                >= std::time::Duration::from_millis(LEADER_APPLIED_LAG_MS)
     }
 }

@@ -40,8 +40,8 @@ use crate::server::commit_executor::{
     ShardLinks, link_shards, next_batch, spawn_expiry_and_reap_timers, spawn_timer,
 };
 use crate::server::limits::{
-    COMMIT_BATCH_MAX, FORWARD_TIMEOUT_MS, PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX,
-    RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
+    COMMIT_BATCH_MAX, FORWARD_TIMEOUT_MS, LEADER_APPLIED_LAG_MS, PEER_QUEUE_FRAMES_MAX,
+    RAFT_APPEND_ENTRIES_MAX, RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, ShardReply, ToCommit, ToShard};
@@ -137,6 +137,8 @@ struct Ensemble {
     /// once committed instead of applying the same txns a second time.
     sealed: VecDeque<SpecBatch>,
     sealed_upto: i64,
+    /// When the leader last sealed a batch with its tree.
+    tree_sealed_at: std::time::Instant,
     spec_triggers: Vec<(i64, Trigger)>,
     spec_sessions: Vec<(TxnHeader, Txn)>,
     /// A catch-up snapshot arriving in pieces: (from, term, zxid, total, bytes so far).
@@ -302,6 +304,7 @@ pub async fn run(
         members_version,
         sealed: VecDeque::new(),
         sealed_upto: 0,
+        tree_sealed_at: std::time::Instant::now(),
         spec_triggers: Vec::new(),
         spec_sessions: Vec::new(),
         incoming_snapshot: None,
@@ -932,30 +935,54 @@ impl Ensemble {
             return;
         }
         let mut applied_txns = 0u64;
-        // The leader publishes its sealed speculative trees: same state, no second apply.
-        while let Some(batch) = self.sealed.front() {
-            let from = self.applied.last_zxid();
-            if batch.last <= from {
-                self.sealed.pop_front();
-                continue;
-            }
-            if batch.prev != from || batch.last > commit {
-                break;
-            }
-            let batch = self.sealed.pop_front().expect("checked");
+        // The leader adopts its sealed speculative trees: same state, no second apply. It
+        // moves to the newest committed batch that kept its tree, over the batches before it
+        // that did not (leader.rs).
+        while self
+            .sealed
+            .front()
+            .is_some_and(|b| b.last <= self.applied.last_zxid())
+        {
+            self.sealed.pop_front();
+        }
+        let from = self.applied.last_zxid();
+        let chained = self.sealed.front().is_some_and(|b| b.prev == from);
+        let adopt = if chained {
+            self.sealed
+                .iter()
+                .take_while(|b| b.last <= commit)
+                .enumerate()
+                .filter(|(_, b)| b.tree.is_some())
+                .map(|(i, _)| i + 1)
+                .last()
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        for batch in self.sealed.drain(..adopt).collect::<Vec<_>>() {
             for (header, txn) in &batch.sessions {
                 self.close_expired_owner(header, txn);
                 self.applied.apply_to_sessions(header, txn);
             }
-            self.applied.adopt_tree(batch.tree);
+            if let Some(tree) = batch.tree {
+                self.applied.adopt_tree(tree);
+            }
             self.triggers.extend(batch.triggers);
             self.publisher.changed();
             applied_txns += batch.entries;
         }
+        // Committed batches sealed without a tree wait for a later one that has it; without
+        // such a chain (a follower, or a leader's batch committed only in part), the
+        // committed entries are applied from the log.
+        let waits_for_tree = self
+            .sealed
+            .front()
+            .is_some_and(|b| b.prev == self.applied.last_zxid() && b.tree.is_none());
         let from = self.applied.last_zxid();
+        let apply_upto = if waits_for_tree { from } else { commit };
         let payloads: Vec<Arc<[u8]>> = self
             .replica
-            .entries_between(from, commit)
+            .entries_between(from, apply_upto)
             .map(|e| e.payload.clone())
             .collect();
         let mut scratch = Vec::new();

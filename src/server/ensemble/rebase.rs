@@ -78,8 +78,11 @@ impl Ensemble {
             if batch.last <= tree.last_zxid() {
                 continue;
             }
+            let Some(sealed) = batch.tree.as_mut() else {
+                continue;
+            };
             advance(&mut tree, batch.last);
-            replaced.push(std::mem::replace(&mut batch.tree, tree.clone()));
+            replaced.push(std::mem::replace(sealed, tree.clone()));
         }
         advance(&mut tree, target);
         let uncommitted = target - self.applied.last_zxid();
