@@ -70,6 +70,11 @@ impl Registry {
 
     /// Takes every watcher on `p` (one-shot firing).
     fn take(&mut self, p: &str) -> Vec<u64> {
+        // An empty map still hashes the key to remove it: every create and delete fires
+        // triggers, and most servers watch few paths or none.
+        if self.by_path.is_empty() {
+            return Vec::new();
+        }
         let Some(set) = self.by_path.remove(p) else {
             return Vec::new();
         };
@@ -85,8 +90,9 @@ impl Registry {
     }
 
     fn peek(&self, p: &str) -> impl Iterator<Item = u64> + '_ {
-        self.by_path
-            .get(p)
+        (!self.by_path.is_empty())
+            .then(|| self.by_path.get(p))
+            .flatten()
             .into_iter()
             .flat_map(|s| s.iter().copied())
     }
