@@ -43,9 +43,9 @@ fn txn(zxid: i64) -> (TxnHeader, Txn) {
             time_ms: 1_700_000_000_000 + zxid,
         },
         Txn::Create {
-            path: format!("/app/jobs/job-{zxid:010}"),
-            data: Some(vec![7u8; 100]),
-            acl: zoo::core::acl::open_acl_unsafe(),
+            path: format!("/app/jobs/job-{zxid:010}").into(),
+            data: Some(vec![7u8; 100].into()),
+            acl: zoo::core::acl::open_acl_unsafe().into(),
             ephemeral_owner: 0,
             parent_cversion: zxid as i32,
         },

@@ -208,7 +208,7 @@ fn txn_text(t: &Txn) -> String {
         } => format!(
             "create {path} {} dataLength {} acl {} parentCversion {parent_cversion}",
             kind_text(*ephemeral_owner),
-            data.as_ref().map_or(0, Vec::len),
+            data.as_ref().map_or(0, |d| d.len()),
             acl_text(acl)
         ),
         Txn::Delete { path } => format!("delete {path}"),
@@ -219,7 +219,7 @@ fn txn_text(t: &Txn) -> String {
         } => {
             format!(
                 "setData {path} dataLength {} version {version}",
-                data.as_ref().map_or(0, Vec::len)
+                data.as_ref().map_or(0, |d| d.len())
             )
         }
         Txn::SetAcl { path, acl, version } => {
@@ -257,7 +257,7 @@ fn txn_json(t: &Txn) -> String {
             "{{\"type\":\"create\",\"path\":{},\"kind\":{},\"data_length\":{},\"acl\":{},\"parent_cversion\":{parent_cversion}}}",
             json_string(path),
             json_string(&kind_text(*ephemeral_owner)),
-            data.as_ref().map_or(0, Vec::len),
+            data.as_ref().map_or(0, |d| d.len()),
             acl_json(acl)
         ),
         Txn::Delete { path } => format!("{{\"type\":\"delete\",\"path\":{}}}", json_string(path)),
@@ -268,7 +268,7 @@ fn txn_json(t: &Txn) -> String {
         } => format!(
             "{{\"type\":\"setData\",\"path\":{},\"data_length\":{},\"version\":{version}}}",
             json_string(path),
-            data.as_ref().map_or(0, Vec::len)
+            data.as_ref().map_or(0, |d| d.len())
         ),
         Txn::SetAcl { path, acl, version } => format!(
             "{{\"type\":\"setACL\",\"path\":{},\"acl\":{},\"aversion\":{version}}}",

@@ -454,9 +454,9 @@ impl Sim {
                     session,
                     *xid,
                     Txn::Create {
-                        path: format!("/s{session}-{xid}"),
-                        data: Some(vec![1; 8]),
-                        acl: crate::core::acl::open_acl_unsafe(),
+                        path: format!("/s{session}-{xid}").into(),
+                        data: Some(vec![1; 8].into()),
+                        acl: crate::core::acl::open_acl_unsafe().into(),
                         ephemeral_owner: if ephemeral { session } else { 0 },
                         parent_cversion: 0,
                     },

@@ -44,6 +44,29 @@ pub fn shared(acl: &[Acl]) -> Arc<Vec<Acl>> {
     }
 }
 
+/// Decodes an ACL list (`jute::records::decode_acls`) as a shared allocation. The two common
+/// lists are recognised by their bytes and returned as the process-wide copies, with no
+/// allocation: every txn of a create carries its ACL, and every server decodes it.
+pub fn decode_shared(r: &mut crate::jute::Reader<'_>) -> crate::jute::DecodeResult<Arc<Vec<Acl>>> {
+    static OPEN_BYTES: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        let mut out = Vec::new();
+        crate::jute::records::encode_acls(&OPEN_ACL_UNSAFE, &mut out);
+        out
+    });
+    static READ_BYTES: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        let mut out = Vec::new();
+        crate::jute::records::encode_acls(&READ_ACL_UNSAFE, &mut out);
+        out
+    });
+    if r.skip_if_next(&OPEN_BYTES) {
+        return Ok(OPEN_ACL_UNSAFE.clone());
+    }
+    if r.skip_if_next(&READ_BYTES) {
+        return Ok(READ_ACL_UNSAFE.clone());
+    }
+    Ok(shared(&crate::jute::records::decode_acls(r)?))
+}
+
 /// `world:anyone` read-only (`ZooDefs.Ids.READ_ACL_UNSAFE`).
 pub fn read_acl_unsafe() -> Vec<Acl> {
     vec![Acl {
@@ -93,6 +116,15 @@ pub fn check(acl: &[Acl], perm: i32, ids: &[Id]) -> bool {
         }
     }
     false
+}
+
+/// [`fixup`] as a shared allocation; the open list (the one almost every create carries)
+/// needs no fixing and is the process-wide copy, with no allocation.
+pub fn fixup_shared(acl: &[Acl], ids: &[Id]) -> ZkResult<Arc<Vec<Acl>>> {
+    if acl == OPEN_ACL_UNSAFE.as_slice() {
+        return Ok(OPEN_ACL_UNSAFE.clone());
+    }
+    Ok(shared(&fixup(acl, ids)?))
 }
 
 /// Validates a create/setACL ACL list, expands `auth` into the session's authenticated ids and

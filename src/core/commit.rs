@@ -626,7 +626,7 @@ impl CommitCore {
             .map_or(0, |n| n.version + 1);
         let txn = Txn::SetData {
             path: "/zookeeper/config".into(),
-            data: Some(Membership::render(members, header.zxid).into_bytes()),
+            data: Some(Membership::render(members, header.zxid).into_bytes().into()),
             version,
         };
         self.apply(&header, &txn, triggers);
@@ -661,7 +661,7 @@ impl CommitCore {
         let data = Membership::render(&next, header.zxid).into_bytes();
         let txn = Txn::SetData {
             path: "/zookeeper/config".into(),
-            data: Some(data.clone()),
+            data: Some(data.as_slice().into()),
             version,
         };
         self.apply(&header, &txn, triggers);
@@ -720,7 +720,7 @@ impl CommitCore {
             return None;
         }
         let header = self.next_header(0, 0, now_ms);
-        let txn = Txn::Delete { path: p.to_owned() };
+        let txn = Txn::Delete { path: p.into() };
         self.apply(&header, &txn, triggers);
         Some((header, txn))
     }
@@ -795,7 +795,9 @@ fn prep(
             if !node.children.is_empty() {
                 return Err(ZkError::NotEmpty);
             }
-            Ok(Txn::Delete { path: p.clone() })
+            Ok(Txn::Delete {
+                path: p.as_str().into(),
+            })
         }
         Request::SetData {
             path: p,
@@ -807,8 +809,8 @@ fn prep(
             require(&node.acl, perms::WRITE, auth)?;
             let new_version = check_version(node.version, *version)?;
             Ok(Txn::SetData {
-                path: p.clone(),
-                data: data.clone(),
+                path: p.as_str().into(),
+                data: data.as_deref().map(Arc::from),
                 version: new_version,
             })
         }
@@ -820,10 +822,10 @@ fn prep(
             path::validate(p)?;
             let node = tree.get(p).ok_or(ZkError::NoNode)?;
             require(&node.acl, perms::ADMIN, auth)?;
-            let fixed = acl::fixup(acl, auth)?;
+            let fixed = acl::fixup_shared(acl, auth)?;
             let new_version = check_version(node.aversion, *version)?;
             Ok(Txn::SetAcl {
-                path: p.clone(),
+                path: p.as_str().into(),
                 acl: fixed,
                 version: new_version,
             })
@@ -877,7 +879,7 @@ fn prep_create(
         path::validate(requested)?;
     }
     require(&parent.acl, perms::CREATE, auth)?;
-    let acl = acl::fixup(&create.acl, auth)?;
+    let acl = acl::fixup_shared(&create.acl, auth)?;
     let final_path = if mode.is_sequential() {
         format!("{requested}{:010}", parent.cversion)
     } else {
@@ -900,8 +902,8 @@ fn prep_create(
         0
     };
     Ok(Txn::Create {
-        path: final_path,
-        data: create.data.clone(),
+        path: final_path.into(),
+        data: create.data.as_deref().map(Arc::from),
         acl,
         ephemeral_owner,
         parent_cversion: parent.cversion.wrapping_add(1),

@@ -1195,7 +1195,7 @@ mod tests {
         for (zxid, p) in [(1, "/a"), (2, "/a/b"), (3, "/c")] {
             let mut txn = create_txn(&tree, p);
             if let Txn::Create { data, .. } = &mut txn {
-                *data = Some(b"x".to_vec());
+                *data = Some(b"x".to_vec().into());
             }
             apply_one(&mut tree, zxid, txn);
         }
@@ -1254,8 +1254,8 @@ mod tests {
     fn create_txn(tree: &DataTree, p: &str) -> Txn {
         Txn::Create {
             path: p.into(),
-            data: Some(p.as_bytes().to_vec()),
-            acl: crate::core::acl::open_acl_unsafe(),
+            data: Some(p.as_bytes().to_vec().into()),
+            acl: crate::core::acl::open_acl_unsafe().into(),
             ephemeral_owner: 0,
             parent_cversion: tree.get(path::parent(p)).unwrap().cversion + 1,
         }
@@ -1290,15 +1290,15 @@ mod tests {
                 &mut tree,
                 zxid,
                 Txn::Delete {
-                    path: format!("/p/n{i:02}"),
+                    path: format!("/p/n{i:02}").into(),
                 },
             );
         }
         for i in [2, 50] {
             zxid += 1;
             let txn = Txn::SetData {
-                path: format!("/p/n{i:02}"),
-                data: Some(b"changed".to_vec()),
+                path: format!("/p/n{i:02}").into(),
+                data: Some(b"changed".to_vec().into()),
                 version: 1,
             };
             apply_one(&mut tree, zxid, txn);

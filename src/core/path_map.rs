@@ -245,6 +245,16 @@ impl<V: Clone + DropHint, S: BuildHasher> PathMap<V, S> {
     }
 
     pub fn get(&self, key: &str) -> Option<&V> {
+        self.find(key).map(|(_, v)| v)
+    }
+
+    /// The map's own key equal to `key`: a caller that needs the path as an `Arc<str>`
+    /// shares it instead of allocating a copy.
+    pub fn get_key(&self, key: &str) -> Option<&Arc<str>> {
+        self.find(key).map(|(k, _)| k)
+    }
+
+    fn find(&self, key: &str) -> Option<(&Arc<str>, &V)> {
         let hash = self.hasher.hash_one(key);
         let mut branch = &self.root;
         let mut shift = 0;
@@ -254,7 +264,9 @@ impl<V: Clone + DropHint, S: BuildHasher> PathMap<V, S> {
                 return None;
             }
             match &branch.slots[at] {
-                Slot::Entry(e) => return (e.hash == hash && *e.key == *key).then_some(&e.value),
+                Slot::Entry(e) => {
+                    return (e.hash == hash && *e.key == *key).then_some((&e.key, &e.value));
+                }
                 Slot::Branch(b) => {
                     branch = b;
                     shift += CHUNK_BITS;
@@ -264,7 +276,7 @@ impl<V: Clone + DropHint, S: BuildHasher> PathMap<V, S> {
                         .entries
                         .iter()
                         .find(|(k, _)| c.hash == hash && **k == *key)
-                        .map(|(_, v)| v);
+                        .map(|(k, v)| (k, v));
                 }
                 Slot::Vacant => unreachable!("{NOT_IN_A_MAP}"),
             }

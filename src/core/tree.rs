@@ -202,7 +202,13 @@ impl DataTree {
             last_zxid: 0,
             data_bytes: 0,
         };
-        let root = Self::fresh_node(None, &crate::core::acl::open_acl_unsafe(), 0, 0, 0);
+        let root = Self::fresh_node(
+            None,
+            crate::core::acl::shared(&crate::core::acl::open_acl_unsafe()),
+            0,
+            0,
+            0,
+        );
         tree.nodes.insert(Arc::from("/"), Some(Arc::new(root)));
         let open = crate::core::acl::open_acl_unsafe();
         tree.insert_system_node("/zookeeper", open.clone());
@@ -211,10 +217,16 @@ impl DataTree {
         tree
     }
 
-    fn fresh_node(data: Option<&[u8]>, acl: &[Acl], zxid: i64, time: i64, owner: i64) -> Node {
+    fn fresh_node(
+        data: Option<Arc<[u8]>>,
+        acl: Arc<Vec<Acl>>,
+        zxid: i64,
+        time: i64,
+        owner: i64,
+    ) -> Node {
         Node {
-            data: data.map(Arc::from),
-            acl: crate::core::acl::shared(acl),
+            data,
+            acl,
             czxid: zxid,
             mzxid: zxid,
             ctime: time,
@@ -231,7 +243,7 @@ impl DataTree {
     /// System nodes are created outside any txn, as ZooKeeper does, so they do not bump the
     /// parent's cversion.
     fn insert_system_node(&mut self, p: &str, acl: Vec<Acl>) {
-        let node = Self::fresh_node(None, &acl, 0, 0, 0);
+        let node = Self::fresh_node(None, crate::core::acl::shared(&acl), 0, 0, 0);
         let key: Path = Arc::from(p);
         self.node_mut(path::parent(p)).children.insert(key.clone());
         self.data_bytes += p.len() as u64;
@@ -291,6 +303,14 @@ impl DataTree {
         }
         let slot = self.nodes.get_mut(p).expect("just ensured");
         Arc::make_mut(slot.as_mut().expect("changed node exists (not deleted)"))
+    }
+
+    /// The overlay's key for `p`, which `node_mut` has just put there (no new allocation).
+    fn overlay_key(&self, p: &str) -> Path {
+        self.nodes
+            .get_key(p)
+            .expect("changed node is in the overlay")
+            .clone()
     }
 
     /// Removes the node at `p` and returns it; frozen paths leave a tombstone.
@@ -466,7 +486,7 @@ impl DataTree {
             } => self.apply_create(
                 header,
                 p,
-                data.as_deref(),
+                data,
                 acl,
                 *ephemeral_owner,
                 *parent_cversion,
@@ -478,18 +498,18 @@ impl DataTree {
                 data,
                 version,
             } => {
-                let new_len = data.as_ref().map_or(0, Vec::len);
+                let new_len = data.as_ref().map_or(0, |d| d.len());
                 let mut data_bytes = self.data_bytes;
                 let node = self.node_mut(p);
                 data_bytes = data_bytes - node.data_len() as u64 + new_len as u64;
-                node.data = data.as_deref().map(Arc::from);
+                node.data = data.clone();
                 node.version = *version;
                 node.mzxid = header.zxid;
                 node.mtime = header.time_ms;
                 let acl = node.acl.clone();
                 self.data_bytes = data_bytes;
                 triggers.push(Trigger {
-                    path: Arc::from(p.as_str()),
+                    path: p.clone(),
                     event: EventType::NodeDataChanged,
                     acl,
                 });
@@ -500,7 +520,7 @@ impl DataTree {
                 version,
             } => {
                 let node = self.node_mut(p);
-                node.acl = crate::core::acl::shared(acl);
+                node.acl = acl.clone();
                 node.aversion = *version;
             }
             Txn::Check => {}
@@ -525,26 +545,34 @@ impl DataTree {
     fn apply_create(
         &mut self,
         header: &TxnHeader,
-        p: &str,
-        data: Option<&[u8]>,
-        acl: &[Acl],
+        key: &Path,
+        data: &Option<Arc<[u8]>>,
+        acl: &Arc<Vec<Acl>>,
         owner: i64,
         parent_cversion: i32,
         triggers: &mut Vec<Trigger>,
     ) {
+        let p: &str = key;
         assert!(!self.contains(p), "create target is new");
-        let key: Path = Arc::from(p);
+        let key = key.clone();
         let parent_path = path::parent(p);
         let parent = self.node_mut(parent_path);
         parent.children.insert(key.clone());
         parent.cversion = parent_cversion;
         parent.pzxid = header.zxid;
         let parent_acl = parent.acl.clone();
-        let node = Self::fresh_node(data, acl, header.zxid, header.time_ms, owner);
+        let data_len = data.as_ref().map_or(0, |d| d.len());
+        let node = Self::fresh_node(
+            data.clone(),
+            acl.clone(),
+            header.zxid,
+            header.time_ms,
+            owner,
+        );
         let node_acl = node.acl.clone();
         self.nodes.insert(key.clone(), Some(Arc::new(node)));
         self.node_count += 1;
-        self.data_bytes += (p.len() + data.map_or(0, <[u8]>::len)) as u64;
+        self.data_bytes += (p.len() + data_len) as u64;
         self.index_kind(&key, node_kind(owner));
         triggers.push(Trigger {
             path: key,
@@ -552,7 +580,7 @@ impl DataTree {
             acl: node_acl,
         });
         triggers.push(Trigger {
-            path: Arc::from(parent_path),
+            path: self.overlay_key(parent_path),
             event: EventType::NodeChildrenChanged,
             acl: parent_acl,
         });
@@ -611,7 +639,7 @@ impl DataTree {
             acl: node.acl.clone(),
         });
         triggers.push(Trigger {
-            path: Arc::from(parent_path),
+            path: self.overlay_key(parent_path),
             event: EventType::NodeChildrenChanged,
             acl: parent_acl,
         });
@@ -636,8 +664,8 @@ mod tests {
         let parent_cversion = tree.get(path::parent(p)).unwrap().cversion + 1;
         let txn = Txn::Create {
             path: p.into(),
-            data: Some(b"d".to_vec()),
-            acl: open_acl_unsafe(),
+            data: Some(b"d".to_vec().into()),
+            acl: open_acl_unsafe().into(),
             ephemeral_owner: owner,
             parent_cversion,
         };

@@ -1,6 +1,8 @@
 //! Transactions: the deterministic, already-validated state changes that the commit path
 //! orders, will log and replicate, and that every replica applies in zxid order.
 
+use std::sync::Arc;
+
 use crate::jute::records::Acl;
 
 /// Who caused a txn and when (`TxnHeader` in ZooKeeper).
@@ -13,6 +15,10 @@ pub struct TxnHeader {
     pub time_ms: i64,
 }
 
+/// Paths, data and ACLs are shared allocations: the tree keeps them as they are (a create's
+/// path becomes the node's key, its data the node's data), and a decoded ACL that is one of
+/// the common lists is the process-wide copy (`acl::decode_shared`), so applying a txn
+/// allocates none of them again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Txn {
     CreateSession {
@@ -25,23 +31,23 @@ pub enum Txn {
         session_id: i64,
     },
     Create {
-        path: String,
-        data: Option<Vec<u8>>,
-        acl: Vec<Acl>,
+        path: Arc<str>,
+        data: Option<Arc<[u8]>>,
+        acl: Arc<Vec<Acl>>,
         ephemeral_owner: i64,
         parent_cversion: i32,
     },
     Delete {
-        path: String,
+        path: Arc<str>,
     },
     SetData {
-        path: String,
-        data: Option<Vec<u8>>,
+        path: Arc<str>,
+        data: Option<Arc<[u8]>>,
         version: i32,
     },
     SetAcl {
-        path: String,
-        acl: Vec<Acl>,
+        path: Arc<str>,
+        acl: Arc<Vec<Acl>>,
         version: i32,
     },
     /// A multi's version check: no state change.
@@ -50,7 +56,8 @@ pub enum Txn {
     Multi(Vec<Txn>),
 }
 
-use crate::jute::records::{decode_acls, encode_acls, opcode};
+use crate::core::acl::decode_shared as decode_acls;
+use crate::jute::records::{encode_acls, opcode};
 use crate::jute::{DecodeError, DecodeResult, Reader, Writer};
 
 /// Deepest nesting of multis accepted when decoding (a multi holds no multi in practice).
@@ -142,22 +149,22 @@ impl Txn {
                 session_id: r.read_i64()?,
             },
             opcode::CREATE => Txn::Create {
-                path: r.read_ustring()?,
-                data: r.read_buffer()?.map(<[u8]>::to_vec),
+                path: r.read_ustring_arc()?,
+                data: r.read_buffer()?.map(Arc::from),
                 acl: decode_acls(r)?,
                 ephemeral_owner: r.read_i64()?,
                 parent_cversion: r.read_i32()?,
             },
             opcode::DELETE => Txn::Delete {
-                path: r.read_ustring()?,
+                path: r.read_ustring_arc()?,
             },
             opcode::SET_DATA => Txn::SetData {
-                path: r.read_ustring()?,
-                data: r.read_buffer()?.map(<[u8]>::to_vec),
+                path: r.read_ustring_arc()?,
+                data: r.read_buffer()?.map(Arc::from),
                 version: r.read_i32()?,
             },
             opcode::SET_ACL => Txn::SetAcl {
-                path: r.read_ustring()?,
+                path: r.read_ustring_arc()?,
                 acl: decode_acls(r)?,
                 version: r.read_i32()?,
             },
@@ -179,7 +186,7 @@ impl Txn {
     }
 }
 
-fn put_data(data: &Option<Vec<u8>>, out: &mut Vec<u8>) {
+fn put_data(data: &Option<Arc<[u8]>>, out: &mut Vec<u8>) {
     match data {
         Some(d) => out.put_buffer(d),
         None => out.put_null_buffer(),
@@ -211,10 +218,14 @@ mod tests {
 
     #[test]
     fn every_txn_kind_round_trips() {
-        let acl = vec![Acl {
+        let acl = Arc::new(vec![Acl {
             perms: 31,
             id: Id::new("world", "anyone"),
-        }];
+        }]);
+        let digest = Arc::new(vec![Acl {
+            perms: 1,
+            id: Id::new("digest", "u:x"),
+        }]);
         let txns = vec![
             Txn::CreateSession {
                 session_id: 7,
@@ -224,7 +235,7 @@ mod tests {
             Txn::CloseSession { session_id: 7 },
             Txn::Create {
                 path: "/a".into(),
-                data: Some(vec![1, 2]),
+                data: Some(Arc::from(&[1u8, 2][..])),
                 acl: acl.clone(),
                 ephemeral_owner: 7,
                 parent_cversion: 3,
@@ -239,6 +250,11 @@ mod tests {
                 path: "/a".into(),
                 acl,
                 version: 1,
+            },
+            Txn::SetAcl {
+                path: "/a".into(),
+                acl: digest,
+                version: 2,
             },
             Txn::Multi(vec![Txn::Check, Txn::Delete { path: "/b".into() }]),
         ];

@@ -170,6 +170,26 @@ impl<'a> Reader<'a> {
         Ok(self.read_ustring_opt()?.unwrap_or_default())
     }
 
+    /// As [`Reader::read_ustring`], into a shared allocation (one allocation, no copy after).
+    pub fn read_ustring_arc(&mut self) -> DecodeResult<std::sync::Arc<str>> {
+        match self.read_buffer()? {
+            None => Ok(std::sync::Arc::from("")),
+            Some(bytes) => std::str::from_utf8(bytes)
+                .map(std::sync::Arc::from)
+                .map_err(|_| DecodeError::InvalidUtf8),
+        }
+    }
+
+    /// True, and the bytes consumed, if the next bytes are exactly `expected`; otherwise
+    /// nothing is consumed.
+    pub fn skip_if_next(&mut self, expected: &[u8]) -> bool {
+        let matches = self.bytes[self.position..].starts_with(expected);
+        if matches {
+            self.position += expected.len();
+        }
+        matches
+    }
+
     /// A vector count: -1 (null) reads as 0; the count must be plausible for the bytes left,
     /// given that every element takes at least `element_bytes_min` bytes.
     pub fn read_count(&mut self, element_bytes_min: usize) -> DecodeResult<usize> {

@@ -411,7 +411,7 @@ mod tests {
         let mut bytes = segment_header(*zxids.start()).to_vec();
         for zxid in zxids {
             let txn = Txn::Delete {
-                path: format!("/n{zxid}"),
+                path: format!("/n{zxid}").into(),
             };
             encode_record(&header(zxid), &txn, &mut bytes);
         }

@@ -471,9 +471,9 @@ mod tests {
             zxid += 1;
             let parent_cversion = tree.get(&parent).unwrap().cversion + 1;
             let txn = Txn::Create {
-                path: p.clone(),
-                data,
-                acl: open_acl_unsafe(),
+                path: p.clone().into(),
+                data: data.map(Into::into),
+                acl: open_acl_unsafe().into(),
                 ephemeral_owner: owner,
                 parent_cversion,
             };
@@ -590,23 +590,25 @@ mod tests {
                         continue;
                     }
                     Txn::Create {
-                        path: p,
-                        data: Some(vec![next() as u8; (next() % 30) as usize]),
-                        acl: open_acl_unsafe(),
+                        path: p.into(),
+                        data: Some(vec![next() as u8; (next() % 30) as usize].into()),
+                        acl: open_acl_unsafe().into(),
                         ephemeral_owner: if next() % 4 == 0 { 77 } else { 0 },
                         parent_cversion: node.cversion + 1,
                     }
                 }
                 2 if target.starts_with("/zookeeper") || target == "/" => continue,
-                2 if node.children.is_empty() => Txn::Delete { path: target },
+                2 if node.children.is_empty() => Txn::Delete {
+                    path: target.into(),
+                },
                 3 => Txn::SetData {
-                    path: target,
-                    data: (next() % 3 != 0).then(|| vec![7u8; (next() % 20) as usize]),
+                    path: target.into(),
+                    data: (next() % 3 != 0).then(|| vec![7u8; (next() % 20) as usize].into()),
                     version: node.version + 1,
                 },
                 4 => Txn::SetAcl {
-                    path: target,
-                    acl: crate::core::acl::read_acl_unsafe(),
+                    path: target.into(),
+                    acl: crate::core::acl::read_acl_unsafe().into(),
                     version: node.aversion + 1,
                 },
                 5 if next() % 8 == 0 => Txn::CloseSession { session_id: 77 },

@@ -314,7 +314,7 @@ fn random_workload(core: &mut CommitCore, seed: u64, steps: usize) -> Vec<(TxnHe
         );
         if let Some(txn) = out.txn {
             if let Txn::Create { path, .. } = &txn.1 {
-                paths.push(path.clone());
+                paths.push(path.to_string());
             }
             log.push(txn);
         }
