@@ -248,12 +248,6 @@ impl<V: Clone + DropHint, S: BuildHasher> PathMap<V, S> {
         self.find(key).map(|(_, v)| v)
     }
 
-    /// The map's own key equal to `key`: a caller that needs the path as an `Arc<str>`
-    /// shares it instead of allocating a copy.
-    pub fn get_key(&self, key: &str) -> Option<&Arc<str>> {
-        self.find(key).map(|(k, _)| k)
-    }
-
     fn find(&self, key: &str) -> Option<(&Arc<str>, &V)> {
         let hash = self.hasher.hash_one(key);
         let mut branch = &self.root;
@@ -292,6 +286,13 @@ impl<V: Clone + DropHint, S: BuildHasher> PathMap<V, S> {
         if !self.contains_key(key) {
             return None; // no copying on a miss
         }
+        let hash = self.hasher.hash_one(key);
+        get_mut_at(&mut self.root, 0, hash, key).map(|(_, v)| v)
+    }
+
+    /// The map's key and the value at `key`, made unique to this map, for a key the caller
+    /// knows is present (a miss still copies the shared branches on the way).
+    pub fn get_entry_mut(&mut self, key: &str) -> Option<(&Arc<str>, &mut V)> {
         let hash = self.hasher.hash_one(key);
         get_mut_at(&mut self.root, 0, hash, key)
     }
@@ -334,19 +335,19 @@ fn get_mut_at<'a, V: Clone + DropHint>(
     shift: u32,
     hash: u64,
     key: &str,
-) -> Option<&'a mut V> {
+) -> Option<(&'a Arc<str>, &'a mut V)> {
     let (bit, at) = branch.position(hash, shift);
     if branch.bitmap & bit == 0 {
         return None;
     }
     match &mut branch.slots_mut()[at] {
-        Slot::Entry(e) => (e.hash == hash && *e.key == *key).then_some(&mut e.value),
+        Slot::Entry(e) => (e.hash == hash && *e.key == *key).then_some((&e.key, &mut e.value)),
         Slot::Branch(b) => get_mut_at(b, shift + CHUNK_BITS, hash, key),
         Slot::Collision(c) if c.hash == hash => Arc::make_mut(c)
             .entries
             .iter_mut()
             .find(|(k, _)| **k == *key)
-            .map(|(_, v)| v),
+            .map(|(k, v)| (&*k, v)),
         Slot::Collision(_) => None,
         Slot::Vacant => unreachable!("{NOT_IN_A_MAP}"),
     }

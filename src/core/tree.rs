@@ -293,6 +293,11 @@ impl DataTree {
     /// The node at `p` for a change: copied into the overlay first if it is frozen or shared
     /// with a published clone. Asserts that it exists.
     fn node_mut(&mut self, p: &str) -> &mut Node {
+        self.node_entry_mut(p).1
+    }
+
+    /// As [`DataTree::node_mut`], with the overlay's key for `p` (shared, not copied).
+    fn node_entry_mut(&mut self, p: &str) -> (&Path, &mut Node) {
         if !self.nodes.contains_key(p) {
             let decoded = self
                 .frozen
@@ -301,16 +306,9 @@ impl DataTree {
                 .expect("changed node exists");
             self.nodes.insert(Arc::from(p), Some(Arc::new(decoded)));
         }
-        let slot = self.nodes.get_mut(p).expect("just ensured");
-        Arc::make_mut(slot.as_mut().expect("changed node exists (not deleted)"))
-    }
-
-    /// The overlay's key for `p`, which `node_mut` has just put there (no new allocation).
-    fn overlay_key(&self, p: &str) -> Path {
-        self.nodes
-            .get_key(p)
-            .expect("changed node is in the overlay")
-            .clone()
+        let (key, slot) = self.nodes.get_entry_mut(p).expect("just ensured");
+        let node = Arc::make_mut(slot.as_mut().expect("changed node exists (not deleted)"));
+        (key, node)
     }
 
     /// Removes the node at `p` and returns it; frozen paths leave a tombstone.
@@ -553,10 +551,10 @@ impl DataTree {
         triggers: &mut Vec<Trigger>,
     ) {
         let p: &str = key;
-        assert!(!self.contains(p), "create target is new");
         let key = key.clone();
         let parent_path = path::parent(p);
-        let parent = self.node_mut(parent_path);
+        let (parent_key, parent) = self.node_entry_mut(parent_path);
+        let parent_key = parent_key.clone();
         parent.children.insert(key.clone());
         parent.cversion = parent_cversion;
         parent.pzxid = header.zxid;
@@ -570,7 +568,18 @@ impl DataTree {
             owner,
         );
         let node_acl = node.acl.clone();
-        self.nodes.insert(key.clone(), Some(Arc::new(node)));
+        // The target is new: the overlay held nothing live there. (That the snapshot file
+        // does not hold it either is checked in debug builds only: it costs a probe of the
+        // file's index on every create, and prep has checked it before the txn existed.)
+        let replaced = self.nodes.insert(key.clone(), Some(Arc::new(node)));
+        assert!(
+            matches!(replaced, None | Some(None)),
+            "create target is new"
+        );
+        debug_assert!(
+            replaced.is_some() || !self.frozen.as_ref().is_some_and(|f| f.contains(p)),
+            "create target is new"
+        );
         self.node_count += 1;
         self.data_bytes += (p.len() + data_len) as u64;
         self.index_kind(&key, node_kind(owner));
@@ -580,7 +589,7 @@ impl DataTree {
             acl: node_acl,
         });
         triggers.push(Trigger {
-            path: self.overlay_key(parent_path),
+            path: parent_key,
             event: EventType::NodeChildrenChanged,
             acl: parent_acl,
         });
@@ -610,7 +619,8 @@ impl DataTree {
         assert!(node.children.is_empty(), "deleted node has no children");
         self.data_bytes -= (p.len() + node.data_len()) as u64;
         let parent_path = path::parent(p);
-        let parent = self.node_mut(parent_path);
+        let (parent_key, parent) = self.node_entry_mut(parent_path);
+        let parent_key = parent_key.clone();
         parent.children.remove(p);
         if zxid > parent.pzxid {
             parent.pzxid = zxid;
@@ -639,7 +649,7 @@ impl DataTree {
             acl: node.acl.clone(),
         });
         triggers.push(Trigger {
-            path: self.overlay_key(parent_path),
+            path: parent_key,
             event: EventType::NodeChildrenChanged,
             acl: parent_acl,
         });
