@@ -20,6 +20,10 @@ pub const COMMIT_BATCH_MAX: usize = 1024;
 /// bounds how long a shard pins a superseded tree and the memory only it still uses.
 pub const SHARD_TREE_REFRESH_MS: u64 = 1000;
 
+/// Entries a follower keeps decoded between their arrival (where they are checked) and their
+/// apply (`server::ensemble`, `Arrived`); past it, an entry is decoded again when applied.
+pub const DECODED_AHEAD_MAX: usize = 8192;
+
 /// Longest a leader with no one waiting on it goes without keeping a sealed tree
 /// (`server::ensemble::leader`): bounds how far its applied state (snapshots, `mntr`) trails
 /// the commits.

@@ -107,6 +107,12 @@ pub fn decode_payload(zxid: i64, payload: &[u8]) -> Result<(TxnHeader, Txn), Str
     }
 }
 
+/// The zxid a record's header names, unchecked (`None` for a record shorter than its header).
+pub fn record_zxid(record: &[u8]) -> Option<i64> {
+    let bytes = record.get(8..16)?;
+    Some(i64::from_be_bytes(bytes.try_into().expect("8 bytes")))
+}
+
 /// Checks and decodes exactly one whole record as `encode_record` wrote it (length, CRC32C,
 /// zxid, payload): how a replicated server takes entries from another server.
 pub fn decode_record(record: &[u8]) -> Result<(TxnHeader, Txn), String> {

@@ -197,6 +197,7 @@ impl Ensemble {
             .map(|e| e.payload.clone())
             .collect();
         self.sealed.clear();
+        self.arrived.clear();
         self.sealed_upto = self.applied.last_zxid();
         self.spec_triggers.clear();
         self.spec_sessions.clear();

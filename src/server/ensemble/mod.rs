@@ -12,6 +12,7 @@
 //! may not have committed are answered by closing their connections: the client reconnects
 //! and learns the outcome by reading, as with ZooKeeper.
 
+mod arrived;
 mod catch_up;
 mod forwarding;
 mod leader;
@@ -52,6 +53,7 @@ use crate::server::wall_clock_ms;
 use crate::storage::log::encode_record;
 use crate::storage::snapshot::{self, SessionRecord};
 use crate::storage::vote;
+use arrived::Arrived;
 use catch_up::CatchUp;
 use forwarding::{ForwardStream, connection_key};
 use leader::SpecBatch;
@@ -137,6 +139,8 @@ struct Ensemble {
     /// once committed instead of applying the same txns a second time.
     sealed: VecDeque<SpecBatch>,
     sealed_upto: i64,
+    /// Follower: entries decoded on arrival, for their apply.
+    arrived: Arrived,
     /// When the leader last sealed a batch with its tree.
     tree_sealed_at: std::time::Instant,
     spec_triggers: Vec<(i64, Trigger)>,
@@ -304,6 +308,7 @@ pub async fn run(
         members_version,
         sealed: VecDeque::new(),
         sealed_upto: 0,
+        arrived: Arrived::default(),
         tree_sealed_at: std::time::Instant::now(),
         spec_triggers: Vec::new(),
         spec_sessions: Vec::new(),
@@ -349,13 +354,6 @@ fn decode_record(payload: &[u8]) -> (TxnHeader, Txn) {
     // Entries are records we encoded or that `record_is_sound` accepted from the leader, and
     // the log verifies what it reads back: a bad one here is a broken invariant.
     crate::storage::log::decode_record(payload).expect("replicated record decodes")
-}
-
-/// Whether an entry from another server is a whole, checksummed, decodable log record for
-/// its zxid (what `decode_record` and the log then rely on).
-fn record_is_sound(entry: &Entry) -> bool {
-    crate::storage::log::decode_record(&entry.payload)
-        .is_ok_and(|(header, _)| header.zxid == entry.zxid)
 }
 
 fn encode(header: &TxnHeader, txn: &Txn) -> Arc<[u8]> {
@@ -615,7 +613,7 @@ impl Ensemble {
         match message {
             PeerMessage::Raft(m) => {
                 if let crate::consensus::Message::Append { entries, .. } = &m
-                    && let Some(bad) = entries.iter().find(|e| !record_is_sound(e))
+                    && let Some(bad) = entries.iter().find(|e| !self.arrived.check(e))
                 {
                     // Untrusted bytes: a damaged entry is refused before it reaches the log.
                     eprintln!(
@@ -987,7 +985,7 @@ impl Ensemble {
             .collect();
         let mut scratch = Vec::new();
         for payload in payloads {
-            let (header, txn) = decode_record(&payload);
+            let (header, txn) = self.arrived.take(&payload);
             self.close_expired_owner(&header, &txn);
             self.applied.apply(&header, &txn, &mut scratch);
             self.triggers
