@@ -26,8 +26,9 @@ pub const DECODED_AHEAD_MAX: usize = 8192;
 
 /// Longest a leader with no one waiting on it goes without keeping a sealed tree
 /// (`server::ensemble::leader`): bounds how far its applied state (snapshots, `mntr`) trails
-/// the commits.
-pub const LEADER_APPLIED_LAG_MS: u64 = 100;
+/// the commits. The same bound as `SHARD_TREE_REFRESH_MS`: a tree no one reads is brought up
+/// to date once a second either way.
+pub const LEADER_APPLIED_LAG_MS: u64 = 1000;
 
 /// Requests one connection may have in progress (queued behind a write or awaiting commit)
 /// before the server stops reading its socket.

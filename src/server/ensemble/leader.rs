@@ -10,7 +10,7 @@
 //! tree, a reconfiguration in progress, or `LEADER_APPLIED_LAG_MS` since the last kept tree.
 //! Otherwise the batch is sealed without one, and the applied state moves, over every batch
 //! committed by then, when the next batch that has a tree commits (ARCHITECTURE.md R14). A
-//! leader whose clients are all on followers thus copies its map a few times a second instead
+//! leader whose clients are all on followers thus copies its map about once a second instead
 //! of every cycle.
 
 use super::*;
