@@ -20,6 +20,10 @@ pub const COMMIT_BATCH_MAX: usize = 1024;
 /// bounds how long a shard pins a superseded tree and the memory only it still uses.
 pub const SHARD_TREE_REFRESH_MS: u64 = 1000;
 
+/// Largest buffer the leader keeps for encoding its next proposal's log record; a larger one
+/// (after a rare large record) is freed.
+pub const ENCODE_SCRATCH_KEPT_BYTES: usize = 64 * 1024;
+
 /// Entries a follower keeps decoded between their arrival (where they are checked) and their
 /// apply (`server::ensemble`, `Arrived`); past it, an entry is decoded again when applied.
 pub const DECODED_AHEAD_MAX: usize = 8192;

@@ -41,8 +41,9 @@ use crate::server::commit_executor::{
     ShardLinks, link_shards, next_batch, spawn_expiry_and_reap_timers, spawn_timer,
 };
 use crate::server::limits::{
-    COMMIT_BATCH_MAX, FORWARD_TIMEOUT_MS, LEADER_APPLIED_LAG_MS, PEER_QUEUE_FRAMES_MAX,
-    RAFT_APPEND_ENTRIES_MAX, RAFT_TICK_MS, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES,
+    COMMIT_BATCH_MAX, ENCODE_SCRATCH_KEPT_BYTES, FORWARD_TIMEOUT_MS, LEADER_APPLIED_LAG_MS,
+    PEER_QUEUE_FRAMES_MAX, RAFT_APPEND_ENTRIES_MAX, RAFT_TICK_MS, SNAPSHOT_BYTES_MAX,
+    SNAPSHOT_CHUNK_BYTES,
 };
 use crate::server::log_writer::LogWriter;
 use crate::server::messages::{ConnectResult, ShardReply, ToCommit, ToShard};
@@ -356,10 +357,21 @@ fn decode_record(payload: &[u8]) -> (TxnHeader, Txn) {
     crate::storage::log::decode_record(payload).expect("replicated record decodes")
 }
 
+/// A txn as a log record in one exactly sized allocation: encoded into a buffer kept for the
+/// next one (growing a fresh `Vec` field by field took several reallocations per proposal).
 fn encode(header: &TxnHeader, txn: &Txn) -> Arc<[u8]> {
-    let mut bytes = Vec::new();
-    encode_record(header, txn, &mut bytes);
-    bytes.into()
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|bytes| {
+        bytes.clear();
+        encode_record(header, txn, bytes);
+        let record = Arc::from(&bytes[..]);
+        if bytes.capacity() > ENCODE_SCRATCH_KEPT_BYTES {
+            *bytes = Vec::new(); // after a rare large record, do not keep its buffer
+        }
+        record
+    })
 }
 
 impl Ensemble {
