@@ -116,7 +116,7 @@ fn tree_1m(c: &mut Criterion) {
     let set_data = |rng: &mut common::XorShift| {
         ctx.write(Request::SetData {
             path: ctx.path(rng.below(NODES)),
-            data: Some(vec![9u8; VALUE_BYTES]),
+            data: Some(vec![9u8; VALUE_BYTES].into()),
             version: -1,
         })
     };

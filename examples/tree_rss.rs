@@ -43,7 +43,7 @@ fn main() {
             opcode: opcode::CREATE,
             path: format!("/p{p:06}"),
             data: None,
-            acl: zoo::core::acl::open_acl_unsafe(),
+            acl: zoo::core::acl::open_acl_unsafe().into(),
             flags: 0,
             ttl: -1,
         });
@@ -63,8 +63,8 @@ fn main() {
         let request = Request::Create(CreateRequest {
             opcode: opcode::CREATE,
             path: format!("/p{:06}/k{i:09}", i % parents),
-            data: Some(vec![7u8; 100]),
-            acl: zoo::core::acl::open_acl_unsafe(),
+            data: Some(vec![7u8; 100].into()),
+            acl: zoo::core::acl::open_acl_unsafe().into(),
             flags: 0,
             ttl: -1,
         });

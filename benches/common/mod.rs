@@ -62,8 +62,8 @@ pub fn create_request(path: String, data: Option<Vec<u8>>) -> Request {
     Request::Create(CreateRequest {
         opcode: opcode::CREATE,
         path,
-        data,
-        acl: zoo::core::acl::open_acl_unsafe(),
+        data: data.map(Into::into),
+        acl: zoo::core::acl::open_acl_unsafe().into(),
         flags: 0,
         ttl: -1,
     })

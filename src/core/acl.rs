@@ -27,44 +27,18 @@ pub fn open_acl_unsafe() -> Vec<Acl> {
     }]
 }
 
-static OPEN_ACL_UNSAFE: std::sync::LazyLock<Arc<Vec<Acl>>> =
-    std::sync::LazyLock::new(|| Arc::new(open_acl_unsafe()));
-static READ_ACL_UNSAFE: std::sync::LazyLock<Arc<Vec<Acl>>> =
-    std::sync::LazyLock::new(|| Arc::new(read_acl_unsafe()));
-
 /// The ACL as a shared allocation: the common lists (world:anyone ALL or READ) are one
 /// allocation for the whole tree, as ZooKeeper's ACL cache makes them.
 pub fn shared(acl: &[Acl]) -> Arc<Vec<Acl>> {
-    if acl == OPEN_ACL_UNSAFE.as_slice() {
-        OPEN_ACL_UNSAFE.clone()
-    } else if acl == READ_ACL_UNSAFE.as_slice() {
-        READ_ACL_UNSAFE.clone()
-    } else {
-        Arc::new(acl.to_vec())
+    let open = crate::jute::records::open_acl_unsafe_shared();
+    if acl == open.as_slice() {
+        return open;
     }
-}
-
-/// Decodes an ACL list (`jute::records::decode_acls`) as a shared allocation. The two common
-/// lists are recognised by their bytes and returned as the process-wide copies, with no
-/// allocation: every txn of a create carries its ACL, and every server decodes it.
-pub fn decode_shared(r: &mut crate::jute::Reader<'_>) -> crate::jute::DecodeResult<Arc<Vec<Acl>>> {
-    static OPEN_BYTES: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-        let mut out = Vec::new();
-        crate::jute::records::encode_acls(&OPEN_ACL_UNSAFE, &mut out);
-        out
-    });
-    static READ_BYTES: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-        let mut out = Vec::new();
-        crate::jute::records::encode_acls(&READ_ACL_UNSAFE, &mut out);
-        out
-    });
-    if r.skip_if_next(&OPEN_BYTES) {
-        return Ok(OPEN_ACL_UNSAFE.clone());
+    let read = crate::jute::records::read_acl_unsafe_shared();
+    if acl == read.as_slice() {
+        return read;
     }
-    if r.skip_if_next(&READ_BYTES) {
-        return Ok(READ_ACL_UNSAFE.clone());
-    }
-    Ok(shared(&crate::jute::records::decode_acls(r)?))
+    Arc::new(acl.to_vec())
 }
 
 /// `world:anyone` read-only (`ZooDefs.Ids.READ_ACL_UNSAFE`).
@@ -120,9 +94,10 @@ pub fn check(acl: &[Acl], perm: i32, ids: &[Id]) -> bool {
 
 /// [`fixup`] as a shared allocation; the open list (the one almost every create carries)
 /// needs no fixing and is the process-wide copy, with no allocation.
-pub fn fixup_shared(acl: &[Acl], ids: &[Id]) -> ZkResult<Arc<Vec<Acl>>> {
-    if acl == OPEN_ACL_UNSAFE.as_slice() {
-        return Ok(OPEN_ACL_UNSAFE.clone());
+pub fn fixup_shared(acl: &Arc<Vec<Acl>>, ids: &[Id]) -> ZkResult<Arc<Vec<Acl>>> {
+    let open = crate::jute::records::open_acl_unsafe_shared();
+    if Arc::ptr_eq(acl, &open) || **acl == *open {
+        return Ok(open);
     }
     Ok(shared(&fixup(acl, ids)?))
 }

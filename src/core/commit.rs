@@ -810,7 +810,7 @@ fn prep(
             let new_version = check_version(node.version, *version)?;
             Ok(Txn::SetData {
                 path: p.as_str().into(),
-                data: data.as_deref().map(Arc::from),
+                data: data.clone(),
                 version: new_version,
             })
         }
@@ -903,7 +903,7 @@ fn prep_create(
     };
     Ok(Txn::Create {
         path: final_path.into(),
-        data: create.data.as_deref().map(Arc::from),
+        data: create.data.clone(),
         acl,
         ephemeral_owner,
         parent_cversion: parent.cversion.wrapping_add(1),

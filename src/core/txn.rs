@@ -56,8 +56,7 @@ pub enum Txn {
     Multi(Vec<Txn>),
 }
 
-use crate::core::acl::decode_shared as decode_acls;
-use crate::jute::records::{encode_acls, opcode};
+use crate::jute::records::{decode_acls_shared as decode_acls, encode_acls, opcode};
 use crate::jute::{DecodeError, DecodeResult, Reader, Writer};
 
 /// Deepest nesting of multis accepted when decoding (a multi holds no multi in practice).

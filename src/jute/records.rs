@@ -1,6 +1,8 @@
 //! The client protocol's records (`zookeeper.jute`, module `proto` and `data`) and the decoded
 //! form of every request the server accepts.
 
+use std::sync::{Arc, LazyLock};
+
 use super::{DecodeError, DecodeResult, Reader, Writer};
 
 /// `ZooDefs.OpCode`.
@@ -156,6 +158,48 @@ pub fn decode_acls(r: &mut Reader<'_>) -> DecodeResult<Vec<Acl>> {
         });
     }
     Ok(acls)
+}
+
+/// `world:anyone` with every permission, and read-only (`ZooDefs.Ids.OPEN_ACL_UNSAFE` and
+/// `READ_ACL_UNSAFE`): one shared allocation each for the whole process, as ZooKeeper's ACL
+/// cache makes them. Nearly every znode carries one of the two.
+static OPEN_ACL_UNSAFE: LazyLock<Arc<Vec<Acl>>> = LazyLock::new(|| well_known(31));
+static READ_ACL_UNSAFE: LazyLock<Arc<Vec<Acl>>> = LazyLock::new(|| well_known(1));
+static OPEN_ACL_BYTES: LazyLock<Vec<u8>> = LazyLock::new(|| encoded(&OPEN_ACL_UNSAFE));
+static READ_ACL_BYTES: LazyLock<Vec<u8>> = LazyLock::new(|| encoded(&READ_ACL_UNSAFE));
+
+fn well_known(perms: i32) -> Arc<Vec<Acl>> {
+    Arc::new(vec![Acl {
+        perms,
+        id: Id::new("world", "anyone"),
+    }])
+}
+
+fn encoded(acls: &[Acl]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_acls(acls, &mut out);
+    out
+}
+
+pub fn open_acl_unsafe_shared() -> Arc<Vec<Acl>> {
+    OPEN_ACL_UNSAFE.clone()
+}
+
+pub fn read_acl_unsafe_shared() -> Arc<Vec<Acl>> {
+    READ_ACL_UNSAFE.clone()
+}
+
+/// Decodes an ACL list as a shared allocation. The two well-known lists are recognised by
+/// their bytes and returned as the process-wide copies, with no allocation: every create
+/// carries its ACL, in the request and again in its txn on every server.
+pub fn decode_acls_shared(r: &mut Reader<'_>) -> DecodeResult<Arc<Vec<Acl>>> {
+    if r.skip_if_next(&OPEN_ACL_BYTES) {
+        return Ok(open_acl_unsafe_shared());
+    }
+    if r.skip_if_next(&READ_ACL_BYTES) {
+        return Ok(read_acl_unsafe_shared());
+    }
+    Ok(Arc::new(decode_acls(r)?))
 }
 
 /// The first frame of a connection. `read_only` is `None` when the client omitted the
@@ -332,8 +376,8 @@ pub struct CreateRequest {
     pub opcode: i32,
     pub path: String,
     /// `None` when the client sent a null buffer; getData then returns null.
-    pub data: Option<Vec<u8>>,
-    pub acl: Vec<Acl>,
+    pub data: Option<Arc<[u8]>>,
+    pub acl: Arc<Vec<Acl>>,
     pub flags: i32,
     pub ttl: i64,
 }
@@ -389,7 +433,7 @@ pub enum Request {
     },
     SetData {
         path: String,
-        data: Option<Vec<u8>>,
+        data: Option<Arc<[u8]>>,
         version: i32,
     },
     GetAcl {
@@ -397,7 +441,7 @@ pub enum Request {
     },
     SetAcl {
         path: String,
-        acl: Vec<Acl>,
+        acl: Arc<Vec<Acl>>,
         version: i32,
     },
     GetChildren {
@@ -475,8 +519,8 @@ impl Request {
         let request = match op {
             CREATE | CREATE2 | CREATE_CONTAINER | CREATE_TTL => {
                 let path = r.read_ustring()?;
-                let data = r.read_buffer()?.map(<[u8]>::to_vec);
-                let acl = decode_acls(r)?;
+                let data = r.read_buffer()?.map(Arc::from);
+                let acl = decode_acls_shared(r)?;
                 let flags = r.read_i32()?;
                 let ttl = if op == CREATE_TTL { r.read_i64()? } else { -1 };
                 Request::Create(CreateRequest {
@@ -502,7 +546,7 @@ impl Request {
             },
             SET_DATA => Request::SetData {
                 path: r.read_ustring()?,
-                data: r.read_buffer()?.map(<[u8]>::to_vec),
+                data: r.read_buffer()?.map(Arc::from),
                 version: r.read_i32()?,
             },
             GET_ACL => Request::GetAcl {
@@ -510,7 +554,7 @@ impl Request {
             },
             SET_ACL => Request::SetAcl {
                 path: r.read_ustring()?,
-                acl: decode_acls(r)?,
+                acl: decode_acls_shared(r)?,
                 version: r.read_i32()?,
             },
             GET_CHILDREN | GET_CHILDREN2 => Request::GetChildren {
@@ -754,11 +798,12 @@ mod tests {
             Request::Create(CreateRequest {
                 opcode: opcode::CREATE,
                 path: "/a".into(),
-                data: Some(b"hi".to_vec()),
+                data: Some(b"hi".to_vec().into()),
                 acl: vec![Acl {
                     perms: 31,
                     id: Id::new("world", "anyone")
-                }],
+                }]
+                .into(),
                 flags: 1,
                 ttl: -1,
             })

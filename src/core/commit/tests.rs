@@ -40,7 +40,7 @@ fn create(path: &str, flags: i32) -> Request {
         opcode: opcode::CREATE,
         path: path.into(),
         data: None,
-        acl: open(),
+        acl: open().into(),
         flags,
         ttl: -1,
     })
@@ -136,7 +136,7 @@ fn ttl_needs_extended_types() {
         opcode: opcode::CREATE_TTL,
         path: "/t".into(),
         data: None,
-        acl: open(),
+        acl: open().into(),
         flags: 5,
         ttl: 100,
     });
@@ -155,7 +155,7 @@ fn versions_are_checked_and_bumped() {
         s,
         Request::SetData {
             path: "/v".into(),
-            data: Some(vec![1]),
+            data: Some(vec![1].into()),
             version: 3,
         },
     );
@@ -165,7 +165,7 @@ fn versions_are_checked_and_bumped() {
         s,
         Request::SetData {
             path: "/v".into(),
-            data: Some(vec![1]),
+            data: Some(vec![1].into()),
             version: 0,
         },
     );
@@ -264,14 +264,14 @@ fn random_workload(core: &mut CommitCore, seed: u64, steps: usize) -> Vec<(TxnHe
                     opcode::CREATE2
                 },
                 path: crate::core::path::join(&target, &format!("n{}", next() % 50)),
-                data: (next() % 5 != 0).then(|| vec![next() as u8; (next() % 20) as usize]),
-                acl: open(),
+                data: (next() % 5 != 0).then(|| vec![next() as u8; (next() % 20) as usize].into()),
+                acl: open().into(),
                 flags: (next() % 5) as i32,
                 ttl: -1,
             }),
             3 => Request::SetData {
                 path: target,
-                data: Some(vec![1, 2, 3]),
+                data: Some(vec![1, 2, 3].into()),
                 version: -1,
             },
             4 => Request::Delete {
@@ -280,7 +280,7 @@ fn random_workload(core: &mut CommitCore, seed: u64, steps: usize) -> Vec<(TxnHe
             },
             5 => Request::SetAcl {
                 path: target,
-                acl: acl::read_acl_unsafe(),
+                acl: acl::read_acl_unsafe().into(),
                 version: -1,
             },
             6 => Request::Multi(vec![
@@ -430,7 +430,7 @@ fn empty_used_containers_and_expired_ttl_nodes_are_reaped() {
             opcode: opcode::CREATE_TTL,
             path: path.into(),
             data: None,
-            acl: open(),
+            acl: open().into(),
             flags: 5,
             ttl: 1_000,
         })
