@@ -162,7 +162,9 @@ fn bind_client_port(address: SocketAddr) -> std::io::Result<glommio::net::TcpLis
 /// A probe bind is no good: connections of a crashed predecessor that are still closing hold
 /// the port for plain binds. And a listener of a predecessor killed a moment ago can still
 /// accept for a short while, until the kernel tears down its io_uring ring; so a port counts as
-/// busy only if it keeps accepting for `PORT_BUSY_GRACE_MS`.
+/// busy only if it keeps accepting for `PORT_BUSY_GRACE_MS`. A listener that has stopped
+/// accepting but not closed (its process still exiting) lets connections time out once its
+/// queue is full, where a port no one holds refuses them at once: a timeout counts as busy.
 fn ensure_port_is_free(address: SocketAddr) -> Result<(), String> {
     let target = if address.ip().is_unspecified() {
         SocketAddr::new(IpAddr::from([127, 0, 0, 1]), address.port())
@@ -171,25 +173,31 @@ fn ensure_port_is_free(address: SocketAddr) -> Result<(), String> {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PORT_BUSY_GRACE_MS);
     loop {
-        match std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_millis(500)) {
+        let busy = match std::net::TcpStream::connect_timeout(
+            &target,
+            std::time::Duration::from_millis(500),
+        ) {
             // A connection to itself (TCP simultaneous open, possible when the port is in the
             // ephemeral range) means nobody listens.
-            Ok(stream) if stream.local_addr().ok() == stream.peer_addr().ok() => return Ok(()),
-            Ok(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Ok(_) => {
-                return Err(format!(
-                    "cannot listen on {address}: a server already accepts connections there"
-                ));
-            }
-            Err(_) => return Ok(()),
+            Ok(stream) => stream.local_addr().ok() != stream.peer_addr().ok(),
+            // A listener that does not accept (a process that is exiting) answers nothing
+            // once its queue is full: it still holds the port. Refused means nobody does.
+            Err(e) => e.kind() == std::io::ErrorKind::TimedOut,
+        };
+        if !busy {
+            return Ok(());
         }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "cannot listen on {address}: another process listens there"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
-/// How long a port may keep accepting connections before it counts as served by another
-/// process (see `ensure_port_is_free`).
+/// How long a port may stay held by another process before this one refuses to start (see
+/// `ensure_port_is_free`).
 const PORT_BUSY_GRACE_MS: u64 = 3_000;
 
 /// Pending connections the kernel queues per shard (capped by net.core.somaxconn).
@@ -229,6 +237,11 @@ pub fn run(
 ) -> Result<(), String> {
     if config.is_ensemble() {
         ensemble::validate(&config)?;
+        // The quorum listener binds with SO_REUSEPORT too: a server restarted while its
+        // previous process still holds the port would share it, and the other servers'
+        // connections could reach the dying process instead (an election that cannot finish).
+        // Checked before the commit executor, which listens there, starts.
+        ensure_port_is_free(ensemble::quorum_address(&config)?)?;
     }
     raise_memlock_limit();
     let cpus = allowed_cpus();

@@ -161,6 +161,17 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host}:{port} resolves to no address"))
 }
 
+/// The address this server takes other servers' connections on (its quorum port).
+pub fn quorum_address(config: &Config) -> Result<SocketAddr, String> {
+    let me = config.server_id;
+    let mine = config
+        .members
+        .iter()
+        .find(|m| m.id == me)
+        .ok_or_else(|| format!("server {me} is not among the server.N lines"))?;
+    resolve(&mine.host, mine.quorum_port)
+}
+
 /// Checks what the ensemble needs from zoo.cfg before anything starts.
 pub fn validate(config: &Config) -> Result<(), String> {
     let me = config.server_id;
@@ -205,12 +216,7 @@ pub async fn run(
         Some(m) if !m.members.is_empty() => (m.members, m.version),
         _ => (config.members.clone(), 0),
     };
-    let mine = config
-        .members
-        .iter()
-        .find(|m| m.id == me)
-        .expect("validated");
-    let listen_address = resolve(&mine.host, mine.quorum_port).expect("validated");
+    let listen_address = quorum_address(&config).expect("validated");
     glommio::spawn_local(peer::listen(listen_address, merged_tx.clone())).detach();
     let mut peers = HashMap::new();
     for m in members.iter().filter(|m| m.id != me) {
