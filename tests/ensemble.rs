@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const PERSISTENT: i32 = 0;
+const NONODE: i32 = -101;
+const NODEEXISTS: i32 = -110;
 const EPHEMERAL: i32 = 1;
 
 /// A session on server `port`, retrying while the server is not serving (electing, syncing).
@@ -475,8 +477,6 @@ fn a_restarted_follower_forwards_writes_of_new_clients() {
 /// the same tree, and so does each after a SIGKILL of all and a restart.
 #[test]
 fn every_server_moves_onto_its_snapshots_and_keeps_the_same_tree() {
-    const NONODE: i32 = -101;
-    const NODEEXISTS: i32 = -110;
     let mut ensemble = ZooEnsemble::start(3, 1, &["snapCount=40"]);
     let ports: Vec<u16> = ensemble.servers.iter().map(|s| s.port()).collect();
     let mut clients: Vec<RawClient> = ports.iter().map(|p| connect(*p)).collect();
@@ -508,25 +508,7 @@ fn every_server_moves_onto_its_snapshots_and_keeps_the_same_tree() {
         let key = format!("/m/k{}", rng.next() % 60);
         let c = &mut clients[step as usize % ports.len()];
         let data = format!("v{step}").into_bytes();
-        match rng.next() % 3 {
-            0 => {
-                let expected = if model.contains_key(&key) {
-                    Err(NODEEXISTS)
-                } else {
-                    Ok(key.clone())
-                };
-                assert_eq!(c.create(&key, &data, PERSISTENT), expected, "step {step}");
-                model.entry(key).or_insert(data);
-            }
-            1 => match c.set_data(&key, &data, -1) {
-                Ok(_) => assert!(model.insert(key, data).is_some(), "step {step}"),
-                Err(code) => assert!(code == NONODE && !model.contains_key(&key), "step {step}"),
-            },
-            _ => match c.delete(&key, -1) {
-                Ok(()) => assert!(model.remove(&key).is_some(), "step {step}"),
-                Err(code) => assert!(code == NONODE && !model.contains_key(&key), "step {step}"),
-            },
-        }
+        checked_write(c, &mut model, key, data, rng.next(), step);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked_background = BTreeSet::new();
@@ -588,6 +570,37 @@ fn every_server_moves_onto_its_snapshots_and_keeps_the_same_tree() {
     check_all("the model after a restart", &ports);
 }
 
+/// A create, setData or delete of `key` (by `op`) through `c`, its outcome checked against
+/// `model` (what this client has written and seen succeed), which it then follows.
+fn checked_write(
+    c: &mut RawClient,
+    model: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    key: String,
+    data: Vec<u8>,
+    op: u64,
+    step: u64,
+) {
+    match op % 3 {
+        0 => {
+            let expected = if model.contains_key(&key) {
+                Err(NODEEXISTS)
+            } else {
+                Ok(key.clone())
+            };
+            assert_eq!(c.create(&key, &data, PERSISTENT), expected, "step {step}");
+            model.entry(key).or_insert(data);
+        }
+        1 => match c.set_data(&key, &data, -1) {
+            Ok(_) => assert!(model.insert(key, data).is_some(), "step {step}"),
+            Err(code) => assert!(code == NONODE && !model.contains_key(&key), "step {step}"),
+        },
+        _ => match c.delete(&key, -1) {
+            Ok(()) => assert!(model.remove(&key).is_some(), "step {step}"),
+            Err(code) => assert!(code == NONODE && !model.contains_key(&key), "step {step}"),
+        },
+    }
+}
+
 /// Every znode under `root` with its data, as server `port` serves it.
 fn tree_under(port: u16, root: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut c = connect(port);
@@ -608,8 +621,6 @@ fn tree_under(port: u16, root: &str) -> std::collections::BTreeMap<String, Vec<u
 /// included, serves exactly the writes the clients saw succeed.
 #[test]
 fn a_leader_with_no_clients_of_its_own_skips_trees_and_ends_with_the_same_tree() {
-    const NONODE: i32 = -101;
-    const NODEEXISTS: i32 = -110;
     let ensemble = ZooEnsemble::start(3, 0, &["snapCount=40"]);
     let leader = ensemble.leader();
     let ports: Vec<u16> = ensemble.servers.iter().map(|s| s.port()).collect();
@@ -628,25 +639,7 @@ fn a_leader_with_no_clients_of_its_own_skips_trees_and_ends_with_the_same_tree()
                 for step in 0..300 {
                     let key = format!("/w/{w}-{}", rng.next() % 40);
                     let data = format!("{w}-{step}").into_bytes();
-                    match rng.next() % 3 {
-                        0 => {
-                            let expected = if model.contains_key(&key) {
-                                Err(NODEEXISTS)
-                            } else {
-                                Ok(key.clone())
-                            };
-                            assert_eq!(c.create(&key, &data, PERSISTENT), expected);
-                            model.entry(key).or_insert(data);
-                        }
-                        1 => match c.set_data(&key, &data, -1) {
-                            Ok(_) => assert!(model.insert(key, data).is_some()),
-                            Err(code) => assert!(code == NONODE && !model.contains_key(&key)),
-                        },
-                        _ => match c.delete(&key, -1) {
-                            Ok(()) => assert!(model.remove(&key).is_some()),
-                            Err(code) => assert!(code == NONODE && !model.contains_key(&key)),
-                        },
-                    }
+                    checked_write(&mut c, &mut model, key, data, rng.next(), step);
                 }
                 model
             })

@@ -241,6 +241,9 @@ impl Ensemble {
     /// with the tree itself only when it is wanted (module doc).
     pub(super) fn seal(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
+        if self.speculative.is_none() {
+            return;
+        }
         let now = std::time::Instant::now();
         let wanted = self.applied_tree_wanted(now);
         let Some(spec) = self.speculative.as_ref() else {
