@@ -19,12 +19,12 @@ pub mod perms {
     pub const ALL: i32 = 31;
 }
 
-/// `world:anyone` with every permission (`ZooDefs.Ids.OPEN_ACL_UNSAFE`).
+/// `world:anyone` with every permission (`ZooDefs.Ids.OPEN_ACL_UNSAFE`), as an owned list;
+/// the shared copy is `jute::records::open_acl_unsafe_shared`.
 pub fn open_acl_unsafe() -> Vec<Acl> {
-    vec![Acl {
-        perms: perms::ALL,
-        id: Id::new("world", "anyone"),
-    }]
+    crate::jute::records::open_acl_unsafe_shared()
+        .as_ref()
+        .clone()
 }
 
 /// The ACL as a shared allocation: the common lists (world:anyone ALL or READ) are one
@@ -41,12 +41,12 @@ pub fn shared(acl: &[Acl]) -> Arc<Vec<Acl>> {
     Arc::new(acl.to_vec())
 }
 
-/// `world:anyone` read-only (`ZooDefs.Ids.READ_ACL_UNSAFE`).
+/// `world:anyone` read-only (`ZooDefs.Ids.READ_ACL_UNSAFE`), as an owned list; the shared
+/// copy is `jute::records::read_acl_unsafe_shared`.
 pub fn read_acl_unsafe() -> Vec<Acl> {
-    vec![Acl {
-        perms: perms::READ,
-        id: Id::new("world", "anyone"),
-    }]
+    crate::jute::records::read_acl_unsafe_shared()
+        .as_ref()
+        .clone()
 }
 
 /// The digest id for "user:password": `user:base64(sha1("user:password"))`.

@@ -658,10 +658,10 @@ impl CommitCore {
             .tree
             .get("/zookeeper/config")
             .map_or(0, |n| n.version + 1);
-        let data = Membership::render(&next, header.zxid).into_bytes();
+        let data: Arc<[u8]> = Membership::render(&next, header.zxid).into_bytes().into();
         let txn = Txn::SetData {
             path: "/zookeeper/config".into(),
-            data: Some(data.as_slice().into()),
+            data: Some(data.clone()),
             version,
         };
         self.apply(&header, &txn, triggers);

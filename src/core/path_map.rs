@@ -245,10 +245,6 @@ impl<V: Clone + DropHint, S: BuildHasher> PathMap<V, S> {
     }
 
     pub fn get(&self, key: &str) -> Option<&V> {
-        self.find(key).map(|(_, v)| v)
-    }
-
-    fn find(&self, key: &str) -> Option<(&Arc<str>, &V)> {
         let hash = self.hasher.hash_one(key);
         let mut branch = &self.root;
         let mut shift = 0;
@@ -258,9 +254,7 @@ impl<V: Clone + DropHint, S: BuildHasher> PathMap<V, S> {
                 return None;
             }
             match &branch.slots[at] {
-                Slot::Entry(e) => {
-                    return (e.hash == hash && *e.key == *key).then_some((&e.key, &e.value));
-                }
+                Slot::Entry(e) => return (e.hash == hash && *e.key == *key).then_some(&e.value),
                 Slot::Branch(b) => {
                     branch = b;
                     shift += CHUNK_BITS;
@@ -270,7 +264,7 @@ impl<V: Clone + DropHint, S: BuildHasher> PathMap<V, S> {
                         .entries
                         .iter()
                         .find(|(k, _)| c.hash == hash && **k == *key)
-                        .map(|(k, v)| (k, v));
+                        .map(|(_, v)| v);
                 }
                 Slot::Vacant => unreachable!("{NOT_IN_A_MAP}"),
             }

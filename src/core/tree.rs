@@ -202,18 +202,13 @@ impl DataTree {
             last_zxid: 0,
             data_bytes: 0,
         };
-        let root = Self::fresh_node(
-            None,
-            crate::core::acl::shared(&crate::core::acl::open_acl_unsafe()),
-            0,
-            0,
-            0,
-        );
+        let open = crate::jute::records::open_acl_unsafe_shared();
+        let root = Self::fresh_node(None, open.clone(), 0, 0, 0);
         tree.nodes.insert(Arc::from("/"), Some(Arc::new(root)));
-        let open = crate::core::acl::open_acl_unsafe();
         tree.insert_system_node("/zookeeper", open.clone());
         tree.insert_system_node("/zookeeper/quota", open);
-        tree.insert_system_node("/zookeeper/config", crate::core::acl::read_acl_unsafe());
+        let read = crate::jute::records::read_acl_unsafe_shared();
+        tree.insert_system_node("/zookeeper/config", read);
         tree
     }
 
@@ -242,8 +237,8 @@ impl DataTree {
 
     /// System nodes are created outside any txn, as ZooKeeper does, so they do not bump the
     /// parent's cversion.
-    fn insert_system_node(&mut self, p: &str, acl: Vec<Acl>) {
-        let node = Self::fresh_node(None, crate::core::acl::shared(&acl), 0, 0, 0);
+    fn insert_system_node(&mut self, p: &str, acl: Arc<Vec<Acl>>) {
+        let node = Self::fresh_node(None, acl, 0, 0, 0);
         let key: Path = Arc::from(p);
         self.node_mut(path::parent(p)).children.insert(key.clone());
         self.data_bytes += p.len() as u64;

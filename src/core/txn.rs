@@ -17,8 +17,8 @@ pub struct TxnHeader {
 
 /// Paths, data and ACLs are shared allocations: the tree keeps them as they are (a create's
 /// path becomes the node's key, its data the node's data), and a decoded ACL that is one of
-/// the common lists is the process-wide copy (`acl::decode_shared`), so applying a txn
-/// allocates none of them again.
+/// the common lists is the process-wide copy (`jute::records::decode_acls_shared`), so
+/// applying a txn allocates none of them again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Txn {
     CreateSession {

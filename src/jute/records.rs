@@ -163,6 +163,7 @@ pub fn decode_acls(r: &mut Reader<'_>) -> DecodeResult<Vec<Acl>> {
 /// `world:anyone` with every permission, and read-only (`ZooDefs.Ids.OPEN_ACL_UNSAFE` and
 /// `READ_ACL_UNSAFE`): one shared allocation each for the whole process, as ZooKeeper's ACL
 /// cache makes them. Nearly every znode carries one of the two.
+/// (`ZooDefs.Perms.ALL` is 31, `READ` is 1; `core::acl::perms` names them.)
 static OPEN_ACL_UNSAFE: LazyLock<Arc<Vec<Acl>>> = LazyLock::new(|| well_known(31));
 static READ_ACL_UNSAFE: LazyLock<Arc<Vec<Acl>>> = LazyLock::new(|| well_known(1));
 static OPEN_ACL_BYTES: LazyLock<Vec<u8>> = LazyLock::new(|| encoded(&OPEN_ACL_UNSAFE));
