@@ -235,30 +235,35 @@ impl RebaseLink {
     }
 }
 
-/// The zxid of the last record in `batch` (encoded records, as appended to the log), or
-/// `i64::MAX` for an empty batch, which then is never skipped. Walks the length prefixes
-/// only; the batch was just encoded, so its bytes are in cache.
-fn last_record_zxid(batch: &[u8]) -> i64 {
+/// The records of `batch` (encoded, as appended to the log), each with its zxid, read from
+/// the record header without decoding the rest.
+fn records_of(batch: &[u8]) -> impl Iterator<Item = (i64, &[u8])> {
     let mut at = 0;
-    let mut last = i64::MAX;
-    while at < batch.len() {
+    std::iter::from_fn(move || {
+        if at >= batch.len() {
+            return None;
+        }
         let length = u32::from_be_bytes(batch[at..at + 4].try_into().expect("4 bytes")) as usize;
-        last = i64::from_be_bytes(batch[at + 8..at + 16].try_into().expect("8 bytes"));
-        at += RECORD_HEADER_BYTES + length;
-    }
-    last
+        let record = &batch[at..at + RECORD_HEADER_BYTES + length];
+        at += record.len();
+        let zxid = i64::from_be_bytes(record[8..16].try_into().expect("8 bytes"));
+        Some((zxid, record))
+    })
+}
+
+/// The zxid of the last record in `batch`, or `i64::MAX` for an empty batch, which then is
+/// never skipped. Reads the record headers only; the batch was just encoded, so its bytes
+/// are in cache.
+fn last_record_zxid(batch: &[u8]) -> i64 {
+    records_of(batch).last().map_or(i64::MAX, |(zxid, _)| zxid)
 }
 
 /// Applies the records of `batch` that `tree` does not hold yet.
 fn apply_records(tree: &mut DataTree, batch: &[u8]) {
     let mut scratch = Vec::new();
-    let mut at = 0;
-    while at < batch.len() {
-        let length = u32::from_be_bytes(batch[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let record = &batch[at..at + RECORD_HEADER_BYTES + length];
-        at += record.len();
-        // Most of the backlog is already applied: look at the zxid before decoding.
-        let zxid = i64::from_be_bytes(record[8..16].try_into().expect("8 bytes"));
+    for (zxid, record) in records_of(batch) {
+        // A batch the snapshot thread was replaying when it handed its tree back is partly
+        // applied: look at the zxid before decoding.
         if zxid <= tree.last_zxid() {
             continue;
         }
