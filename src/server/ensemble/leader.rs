@@ -241,14 +241,13 @@ impl Ensemble {
     /// with the tree itself only when it is wanted (module doc).
     pub(super) fn seal(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.speculative.is_none() {
-            return;
-        }
-        let now = std::time::Instant::now();
-        let wanted = self.applied_tree_wanted(now);
+        // A follower has no speculative state: it returns before asking whether a tree is
+        // wanted.
         let Some(spec) = self.speculative.as_ref() else {
             return;
         };
+        let now = std::time::Instant::now();
+        let wanted = self.applied_tree_wanted(now);
         let last = spec.last_zxid();
         if last <= self.sealed_upto {
             // Nothing proposed since: the speculative tree is the state at the newest batch's
