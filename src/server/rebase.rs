@@ -28,7 +28,7 @@ use crate::server::limits::{
     TREE_MEMORY_RELEASE_DELAY_MS,
 };
 use crate::server::stats::CommitStats;
-use crate::storage::log::{RECORD_HEADER_BYTES, decode_record};
+use crate::storage::log::{RECORD_HEADER_BYTES, decode_record, record_zxid};
 
 /// An executor's side of moving onto its snapshots (standalone and replicated alike): the
 /// link while a move is under way, and when to return memory to the system after the last
@@ -246,8 +246,7 @@ fn records_of(batch: &[u8]) -> impl Iterator<Item = (i64, &[u8])> {
         let length = u32::from_be_bytes(batch[at..at + 4].try_into().expect("4 bytes")) as usize;
         let record = &batch[at..at + RECORD_HEADER_BYTES + length];
         at += record.len();
-        let zxid = i64::from_be_bytes(record[8..16].try_into().expect("8 bytes"));
-        Some((zxid, record))
+        Some((record_zxid(record).expect("a whole record"), record))
     })
 }
 
@@ -324,9 +323,11 @@ mod tests {
     }
 
     /// The snapshot thread replays the first two batches and hands its tree back; the last two
-    /// reach only the backlog. The catch-up skips the replayed batches and applies the rest,
-    /// so the result equals the tree that applied all twelve creates directly (`poll` also
-    /// asserts the zxid).
+    /// reach only the backlog. The catch-up skips the replayed batches unread and applies the
+    /// rest, so the result equals the tree that applied all twelve creates directly (`poll`
+    /// also asserts the zxid). To show they are not read, the two replayed batches' bytes in
+    /// the backlog are swapped for a create at zxid 100: read, it would be applied and the
+    /// zxid check would fail.
     #[test]
     fn a_rebase_skips_the_replayed_batches_and_applies_the_rest() {
         let batches: Vec<Vec<u8>> = (0..4).map(|i| batch(1 + 3 * i, 3)).collect();
@@ -337,6 +338,9 @@ mod tests {
         feed.catch_up(DataTree::new());
         for b in &batches[2..] {
             assert!(matches!(link.offer(b), Progress::Pending));
+        }
+        for (_, replayed) in link.backlog.iter_mut().take(2) {
+            *replayed = Arc::new(batch(100, 1));
         }
         let Progress::Ready(rebased) = link.poll(12) else {
             panic!("the snapshot thread's tree is ready");
