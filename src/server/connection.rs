@@ -328,6 +328,7 @@ impl Connection {
             }
         }
         self.resume_signal.notify();
+        self.shard.wake_next_reader();
     }
 
     /// Serves a request that does not go through the commit path.
@@ -584,13 +585,57 @@ impl Connection {
         }
     }
 
+    /// This connection alone has as many requests in progress as one may
+    /// (`OUTSTANDING_PER_CONNECTION_MAX`); its own replies resume it.
     fn must_pause_reading(&self) -> bool {
-        if self.state.borrow().pending.len() >= OUTSTANDING_PER_CONNECTION_MAX {
+        self.state.borrow().pending.len() >= OUTSTANDING_PER_CONNECTION_MAX
+    }
+
+    /// Waits until something may have changed for a paused reader: this connection's
+    /// requests finished, it closed, the shard gave it its turn to read, or 1 ms passed (the
+    /// poll is a safety net; the signals are what normally wake it).
+    async fn pause(&self) {
+        let resumed = async {
+            self.resume_signal.wait().await;
+        };
+        let poll = async {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        };
+        future::or(resumed, poll).await;
+    }
+
+    /// The shard's turn to read has come to this connection (R15).
+    pub fn resume(&self) {
+        self.resume_signal.notify();
+    }
+}
+
+/// Waits in the shard's queue until this connection may read its socket again (rule R15).
+/// False if the connection closed meanwhile.
+///
+/// Before the queue, a connection waiting at the limit was woken by its own replies or
+/// by a 1 ms poll. One whose requests had all been answered had only the poll, and the
+/// connections with requests still in progress, woken at once by their replies, read first
+/// every time. With 256 sessions × 16 writes in flight on one core, p99 was 521-684 ms and
+/// the slowest write 0.95-1.27 s; with the queue, 150-173 ms and 172-209 ms.
+async fn wait_read_turn(connection: &Connection) -> bool {
+    /// Leaves the queue however the wait ends, the connection task's cancellation included.
+    struct Place<'a>(&'a Connection);
+    impl Drop for Place<'_> {
+        fn drop(&mut self) {
+            self.0.shard.leave_read_queue(self.0.id);
+        }
+    }
+    connection.shard.queue_to_read(connection.id);
+    let _place = Place(connection);
+    loop {
+        if connection.lifecycle.get() != Lifecycle::Open {
+            return false;
+        }
+        if connection.shard.take_read_turn(connection.id) {
             return true;
         }
-        let shards = self.shard.stats.shards.len().max(1);
-        let share = (self.shard.config.global_outstanding_limit / shards).max(1) as u64;
-        self.shard.my_stats().outstanding.load(Relaxed) >= share
+        connection.pause().await;
     }
 }
 
@@ -720,6 +765,7 @@ where
         .my_stats()
         .outstanding
         .fetch_sub(abandoned as u64, Relaxed);
+    shard.wake_next_reader();
     shard.limiter.release(ip);
     if session_id != 0 {
         shard
@@ -891,13 +937,10 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             }
         }
         while connection.must_pause_reading() && connection.lifecycle.get() == Lifecycle::Open {
-            let resumed = async {
-                connection.resume_signal.wait().await;
-            };
-            let poll = async {
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            };
-            future::or(resumed, poll).await;
+            connection.pause().await;
+        }
+        if shard.must_queue_to_read() && !wait_read_turn(connection).await {
+            return;
         }
         if !read_more(connection, &mut frames, socket).await {
             return;

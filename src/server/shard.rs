@@ -5,6 +5,7 @@
 
 use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -71,6 +72,9 @@ pub struct Shard {
     connections: RefCell<HashMap<u64, Rc<Connection>>>,
     pub watches: RefCell<WatchTable>,
     to_commit: ConnectedSender<ToCommit>,
+    /// Connections waiting to read their sockets again while the shard is at its outstanding
+    /// limit, longest waiting first (rule R15).
+    read_queue: RefCell<VecDeque<u64>>,
     touched: RefCell<HashSet<i64>>,
     next_connection_id: Cell<u64>,
 }
@@ -98,6 +102,7 @@ impl Shard {
             connections: RefCell::new(HashMap::new()),
             watches: RefCell::new(WatchTable::default()),
             to_commit,
+            read_queue: RefCell::new(VecDeque::new()),
             touched: RefCell::new(HashSet::new()),
             next_connection_id: Cell::new(1),
         }
@@ -191,6 +196,59 @@ impl Shard {
     pub fn touch(&self, session_id: i64) {
         if session_id != 0 {
             self.touched.borrow_mut().insert(session_id);
+        }
+    }
+
+    /// True while the shard has its share of `globalOutstandingLimit` in progress: then its
+    /// connections stop reading their sockets (backpressure).
+    pub fn at_outstanding_limit(&self) -> bool {
+        let shards = self.stats.shards.len().max(1);
+        let share = (self.config.global_outstanding_limit / shards).max(1) as u64;
+        self.my_stats().outstanding.load(Relaxed) >= share
+    }
+
+    /// Whether a connection about to read its socket must first queue for a turn: at the
+    /// limit, or while others already wait, so that no one overtakes them (R15).
+    pub fn must_queue_to_read(&self) -> bool {
+        self.at_outstanding_limit() || !self.read_queue.borrow().is_empty()
+    }
+
+    pub fn queue_to_read(&self, connection_id: u64) {
+        self.read_queue.borrow_mut().push_back(connection_id);
+    }
+
+    /// Takes `connection_id` off the queue if it is first and the shard is under its limit;
+    /// then tells the next in line, which may fit too.
+    pub fn take_read_turn(&self, connection_id: u64) -> bool {
+        let mut queue = self.read_queue.borrow_mut();
+        if queue.front() != Some(&connection_id) || self.at_outstanding_limit() {
+            return false;
+        }
+        queue.pop_front();
+        drop(queue);
+        self.wake_next_reader();
+        true
+    }
+
+    /// Removes a connection that stopped waiting (closed) from the queue.
+    pub fn leave_read_queue(&self, connection_id: u64) {
+        let mut queue = self.read_queue.borrow_mut();
+        if let Some(at) = queue.iter().position(|&id| id == connection_id) {
+            queue.remove(at);
+        }
+    }
+
+    /// Called as requests finish: if there is room now, wakes the connection that has
+    /// waited longest to read.
+    pub fn wake_next_reader(&self) {
+        if self.at_outstanding_limit() {
+            return;
+        }
+        let Some(first) = self.read_queue.borrow().front().copied() else {
+            return;
+        };
+        if let Some(connection) = self.connections.borrow().get(&first) {
+            connection.resume();
         }
     }
 
