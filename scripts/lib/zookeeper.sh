@@ -5,7 +5,8 @@
 # directory holding log4j.properties (java's -cp syntax, `dir/*` allowed), `java` on PATH, and
 # optionally ZK_VERSION to the version to print.
 #
-# Sets ZK_CLASSPATH, ZK_VERSION and ZK_SOURCE (how the tables describe where it came from).
+# Sets ZK_CLASSPATH, ZK_VERSION, ZK_SOURCE (how the tables describe where it came from) and
+# ZK_JAVA (the java runtime it runs on, as `java -version` names it).
 # Needs a `die` function from the caller.
 zookeeper_setup() {
     if [ -n "${ZK_CLASSPATH:-}" ]; then

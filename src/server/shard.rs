@@ -230,11 +230,17 @@ impl Shard {
         true
     }
 
-    /// Removes a connection that stopped waiting (closed) from the queue.
+    /// Removes a connection that stopped waiting (it closed, or its task ended) from the
+    /// queue; nothing once it has taken its turn. If it was first, the next one may read.
     pub fn leave_read_queue(&self, connection_id: u64) {
         let mut queue = self.read_queue.borrow_mut();
-        if let Some(at) = queue.iter().position(|&id| id == connection_id) {
-            queue.remove(at);
+        let Some(at) = queue.iter().position(|&id| id == connection_id) else {
+            return;
+        };
+        queue.remove(at);
+        drop(queue);
+        if at == 0 {
+            self.wake_next_reader();
         }
     }
 
