@@ -35,6 +35,8 @@ RUN OPTIONS:
   --json PATH            write the results as JSON
   --svg PATH             write an SVG report (latency over time, percentile curve)
   --quiet                no progress line each second
+  --server-cpus LIST     the server runs on this host on these CPUs (taskset list, like 0 or 0-3):
+                         report how busy they were over the measured phase (from /proc/stat)
 
 EXIT STATUS: 0 clean run, 1 run finished with errors, 2 usage error or run failed";
 
@@ -51,6 +53,7 @@ struct RunArgs {
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
     quiet: bool,
+    server_cpus: Option<(String, Vec<usize>)>,
 }
 
 fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {
@@ -98,6 +101,11 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
             "--json" => r.json = Some(PathBuf::from(value(args, &mut i, a)?)),
             "--svg" => r.svg = Some(PathBuf::from(value(args, &mut i, a)?)),
             "--quiet" => r.quiet = true,
+            "--server-cpus" => {
+                let v = value(args, &mut i, a)?;
+                let cpus = crate::host_cpu::parse_cpu_list(v).map_err(|e| format!("{a}: {e}"))?;
+                r.server_cpus = Some((v.to_string(), cpus));
+            }
             _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
             _ => {
                 if r.workload.is_some() {
@@ -135,6 +143,7 @@ fn run_command(args: &[String]) -> Result<bool, String> {
         cores,
         pin: !r.no_pin,
         progress: !r.quiet,
+        server_cpus: r.server_cpus.clone(),
     };
     let (output, runs): (Output, Vec<RunResult>) = match &r.compare {
         Some((a, b)) => {

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod conn;
 pub mod dist;
+pub mod host_cpu;
 pub mod limits;
 pub mod mix;
 pub mod paths;

@@ -21,6 +21,8 @@ pub const IN_FLIGHT_MAX: u64 = 4096;
 pub const SESSIONS_MAX: u64 = 100_000;
 /// Most executor cores (`--cores`).
 pub const CORES_MAX: usize = 256;
+/// CPU numbers `--server-cpus` accepts are below this (the kernel's `CPU_SETSIZE`).
+pub const SERVER_CPU_MAX: usize = 1024;
 /// Most keys in the key space (`key_count`); the zipf table holds one f64 per key.
 pub const KEY_COUNT_MAX: u64 = 10_000_000;
 /// Largest value (`value_size`), below ZooKeeper's default `jute.maxbuffer`.

@@ -115,6 +115,38 @@ pub struct RunResult {
     /// That CPU time over (wall time x cores): near 1.0 means the loadgen itself was saturated.
     #[serde(default)]
     pub loadgen_cpu_share: f64,
+    /// The server's CPUs over the measured phase, with `--server-cpus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu: Option<ServerCpu>,
+}
+
+/// How busy the server's CPUs were over the measured phase (`crate::host_cpu`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerCpu {
+    /// The CPUs, as given on the command line (`0`, `0-3`).
+    pub cpus: String,
+    /// Wall seconds between the two samples.
+    pub secs: f64,
+    /// CPU seconds the CPUs spent busy, all of them together.
+    pub busy_secs: f64,
+    /// Busy time over all the CPUs' time: 1.0 is every listed CPU busy throughout.
+    pub busy_share: f64,
+    /// Busy microseconds per unit of the primary measure: per op of a mix, per lock
+    /// acquired, per watch-storm round.
+    pub busy_us_per_unit: f64,
+}
+
+impl ServerCpu {
+    pub fn new(cpus: String, usage: crate::host_cpu::Usage, units: u64) -> ServerCpu {
+        let busy_secs = usage.ticks.busy as f64 / usage.ticks_per_sec;
+        ServerCpu {
+            cpus,
+            secs: usage.secs,
+            busy_secs,
+            busy_share: usage.ticks.busy as f64 / (usage.ticks.total as f64).max(1.0),
+            busy_us_per_unit: busy_secs * 1e6 / (units as f64).max(1.0),
+        }
+    }
 }
 
 /// Percentiles for the curve: 0..90 in steps of 10, then 90, 99, 99.9 ... in tenth-decades.
@@ -261,6 +293,7 @@ impl RunResult {
             messages: stats.messages,
             loadgen_cpu_secs: 0.0,
             loadgen_cpu_share: 0.0,
+            server_cpu: None,
         }
     }
 
@@ -342,6 +375,21 @@ impl RunResult {
                 self.cores
             );
         }
+        if let Some(c) = &self.server_cpu {
+            let _ = writeln!(
+                s,
+                "server CPU(s) {}: {:.0}% busy over the measured {:.1} s, {:.2} µs per {}",
+                c.cpus,
+                c.busy_share * 100.0,
+                c.secs,
+                c.busy_us_per_unit,
+                match self.kind.as_str() {
+                    "lock" => "lock",
+                    "watch_storm" => "round",
+                    _ => "op",
+                }
+            );
+        }
         if self.lost_requests > 0 {
             let _ = writeln!(s, "requests without a reply: {}", self.lost_requests);
         }
@@ -405,6 +453,24 @@ impl Comparison {
                 a as f64 / 1000.0,
                 b as f64 / 1000.0,
                 ratio(b as f64, a as f64)
+            );
+        }
+        if let (Some(a), Some(b)) = (&self.a.server_cpu, &self.b.server_cpu) {
+            let _ = writeln!(
+                s,
+                "{:<24} {:>13.0}% {:>13.0}% {:>8.2}",
+                "server CPU busy",
+                a.busy_share * 100.0,
+                b.busy_share * 100.0,
+                ratio(b.busy_share, a.busy_share)
+            );
+            let _ = writeln!(
+                s,
+                "{:<24} {:>14.2} {:>14.2} {:>8.2}",
+                "server CPU µs per unit",
+                a.busy_us_per_unit,
+                b.busy_us_per_unit,
+                ratio(b.busy_us_per_unit, a.busy_us_per_unit)
             );
         }
         let _ = writeln!(

@@ -15,12 +15,13 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::conn::{self, ConnError, FrameBuffer, SeqConn};
 use crate::dist::{self, KeyPicker};
+use crate::host_cpu;
 use crate::limits;
 use crate::mix;
 use crate::paths;
 use crate::protocol::{self, code, flags};
 use crate::recipes::{self, StormShared};
-use crate::report::RunResult;
+use crate::report::{RunResult, ServerCpu};
 use crate::stats::{Metric, Primary, Progress, Stats, Timing};
 use crate::workload::{Kind, Workload};
 
@@ -36,6 +37,8 @@ pub struct RunConfig {
     pub pin: bool,
     /// Print the progress line each second (stderr).
     pub progress: bool,
+    /// The server's CPUs on this host, sampled over the measured phase (`--server-cpus`).
+    pub server_cpus: Option<(String, Vec<usize>)>,
 }
 
 /// Everything one core's executor needs; its own [`Stats`] live here during the run.
@@ -513,6 +516,12 @@ pub fn run(workload: &Workload, config: &RunConfig) -> Result<RunResult, String>
     let _ = shared
         .gate
         .set(if failure.is_none() { Some(start) } else { None });
+    let timing = Timing::new(
+        start,
+        Duration::from_secs_f64(workload.warmup_secs),
+        Duration::from_secs_f64(workload.duration_secs),
+    );
+    let mut server_cpu = ServerCpuSampler::new(config.server_cpus.as_ref(), &timing);
 
     if failure.is_none() {
         let phases = (workload.warmup_secs, workload.duration_secs);
@@ -520,7 +529,8 @@ pub fn run(workload: &Workload, config: &RunConfig) -> Result<RunResult, String>
         let mut last_at = start;
         let mut tick = 1u64;
         while shared.finished.load(SeqCst) < cores {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(server_cpu.sleep_before_next(Duration::from_millis(50)));
+            server_cpu.poll();
             let now = Instant::now();
             if now >= start + Duration::from_secs(tick) {
                 let totals = shared.progress.totals();
@@ -541,6 +551,7 @@ pub fn run(workload: &Workload, config: &RunConfig) -> Result<RunResult, String>
     }
     let cpu_used = process_cpu_time().saturating_sub(cpu_at_start);
     let wall = Instant::now().saturating_duration_since(start);
+    let server_cpu = server_cpu.finish();
     let mut merged = Stats::new(primary_of(&workload));
     for (core, handle) in handles.into_iter().enumerate() {
         match handle.join() {
@@ -554,14 +565,94 @@ pub fn run(workload: &Workload, config: &RunConfig) -> Result<RunResult, String>
     if let Some(e) = failure {
         return Err(format!("{}: {e}", config.server));
     }
-    let timing = Timing::new(
-        start,
-        Duration::from_secs_f64(workload.warmup_secs),
-        Duration::from_secs_f64(workload.duration_secs),
-    );
+    let server_cpu = server_cpu.map_err(|e| format!("--server-cpus: {e}"))?;
     let mut result = RunResult::build(&workload, config, cores, &timing, merged);
     result.loadgen_cpu_secs = cpu_used.as_secs_f64();
     result.loadgen_cpu_share =
         cpu_used.as_secs_f64() / (wall.as_secs_f64() * cores as f64).max(1e-9);
+    result.server_cpu =
+        server_cpu.map(|(cpus, usage)| ServerCpu::new(cpus, usage, result.primary.count));
     Ok(result)
+}
+
+/// Samples the server's CPUs (`host_cpu`) when the measured phase starts and when it ends,
+/// or when the run ends if that comes first (a watch storm whose rounds are done).
+struct ServerCpuSampler<'a> {
+    cpus: Option<&'a (String, Vec<usize>)>,
+    measure_start: Instant,
+    measure_end: Instant,
+    first: Option<(Instant, host_cpu::CpuTicks)>,
+    last: Option<(Instant, host_cpu::CpuTicks)>,
+    /// The first failed sample: reported once the run is over.
+    error: Option<String>,
+}
+
+impl<'a> ServerCpuSampler<'a> {
+    fn new(cpus: Option<&'a (String, Vec<usize>)>, timing: &Timing) -> ServerCpuSampler<'a> {
+        ServerCpuSampler {
+            cpus,
+            measure_start: timing.measure_start,
+            measure_end: timing.measure_end,
+            first: None,
+            last: None,
+            error: None,
+        }
+    }
+
+    /// `step`, or less where a sample is due sooner.
+    fn sleep_before_next(&self, step: Duration) -> Duration {
+        let due = match (self.cpus, self.first, self.last) {
+            (None, _, _) | (_, Some(_), Some(_)) => return step,
+            (_, None, _) => self.measure_start,
+            (_, Some(_), None) => self.measure_end,
+        };
+        due.saturating_duration_since(Instant::now()).min(step)
+    }
+
+    /// Takes the samples that are due.
+    fn poll(&mut self) {
+        let Some((_, cpus)) = self.cpus else {
+            return;
+        };
+        let now = Instant::now();
+        let mut take =
+            |slot: &mut Option<(Instant, host_cpu::CpuTicks)>| match host_cpu::sample(cpus) {
+                Ok(ticks) => *slot = Some((now, ticks)),
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            };
+        if self.first.is_none() && now >= self.measure_start {
+            take(&mut self.first);
+        }
+        if self.first.is_some() && self.last.is_none() && now >= self.measure_end {
+            take(&mut self.last);
+        }
+    }
+
+    /// The CPUs and what they did over the measured phase; `None` without `--server-cpus` or
+    /// when the run ended before the measured phase began.
+    fn finish(mut self) -> Result<Option<(String, host_cpu::Usage)>, String> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let Some((list, cpus)) = self.cpus else {
+            return Ok(None);
+        };
+        let Some((from, at_start)) = self.first else {
+            return Ok(None);
+        };
+        if self.last.is_none() {
+            self.last = Some((Instant::now(), host_cpu::sample(cpus)?));
+        }
+        let (to, at_end) = self.last.expect("just set");
+        Ok(Some((
+            list.clone(),
+            host_cpu::Usage {
+                secs: to.saturating_duration_since(from).as_secs_f64(),
+                ticks: at_end.since(at_start),
+                ticks_per_sec: host_cpu::ticks_per_sec(),
+            },
+        )))
+    }
 }

@@ -169,3 +169,80 @@ fn watch_storm_measures_every_round() {
         .map_or(0, |o| o.count);
     assert!(gets >= 5 * 20, "{gets} getData for 20 rounds of 5 watchers");
 }
+
+/// The CPUs this test may run on, as a `--server-cpus` list (`0,1,...`).
+fn allowed_cpu_list() -> String {
+    zoo_loadgen::runner::allowed_cpus()
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn server_cpus_are_sampled_over_the_measured_phase_only() {
+    let zoo = Zoo::start();
+    let cpus = allowed_cpu_list();
+    let r = run(
+        &zoo,
+        "sessions = 4\nin_flight = 8\nkey_count = 50\nwarmup_secs = 0.5\nduration_secs = 1.5\n[mix]\nget = 9\nset = 1\n",
+        &["--server-cpus", &cpus],
+    );
+    assert_consistent(&r);
+    assert_eq!(r.errors_total, 0, "{:?}", r.errors);
+    let c = r
+        .server_cpu
+        .expect("--server-cpus gives a server_cpu section");
+    assert_eq!(c.cpus, cpus);
+    // Sampled when the measured phase starts and when it ends (each as soon as the polling
+    // thread wakes there), so about the 1.5 s phase, not the 2 s run.
+    assert!((1.3..1.9).contains(&c.secs), "sampled over {} s", c.secs);
+    // The server and the loadgen both ran on these CPUs during the phase.
+    assert!(c.busy_secs > 0.0, "{c:?}");
+    assert!(c.busy_share > 0.0 && c.busy_share <= 1.0, "{c:?}");
+    let cores = zoo_loadgen::runner::allowed_cpus().len() as f64;
+    assert!(c.busy_secs <= c.secs * cores * 1.05, "{c:?}");
+    let expected = c.busy_secs * 1e6 / r.primary.count as f64;
+    assert!(
+        (c.busy_us_per_unit - expected).abs() <= expected * 1e-9,
+        "{c:?} over {} ops",
+        r.primary.count
+    );
+}
+
+#[test]
+fn without_server_cpus_no_server_cpu_section_is_written() {
+    let zoo = Zoo::start();
+    let r = run(
+        &zoo,
+        "sessions = 2\nin_flight = 2\nkey_count = 10\nwarmup_secs = 0\nduration_secs = 0.5\n[mix]\nget = 1\n",
+        &[],
+    );
+    assert!(r.server_cpu.is_none());
+}
+
+#[test]
+fn a_server_cpu_this_host_lacks_is_reported_after_the_run_not_a_panic() {
+    let zoo = Zoo::start();
+    let dir = TempDir::new("cpu");
+    let file = dir.file(
+        "w.toml",
+        "sessions = 2\nin_flight = 2\nkey_count = 10\nwarmup_secs = 0\nduration_secs = 0.5\n[mix]\nget = 1\n",
+    );
+    let server = zoo.address();
+    let out = run_loadgen(&[
+        file.to_str().unwrap(),
+        "--server",
+        &server,
+        "--quiet",
+        "--server-cpus",
+        "1023",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--server-cpus") && err.contains("CPU 1023"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -124,3 +124,20 @@ fn shipped_workloads_are_valid() {
         );
     }
 }
+
+#[test]
+fn a_bad_server_cpu_list_is_a_usage_error_naming_the_flag() {
+    let dir = TempDir::new("validation");
+    let file = dir.file("ok.toml", "[mix]\nget = 1\n");
+    for bad in ["3-1", "x", "0,,1"] {
+        let out = loadgen()
+            .arg(&file)
+            .args(["--server-cpus", bad])
+            .output()
+            .expect("run zoo-loadgen");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = text(&out.stderr);
+        assert!(err.contains("--server-cpus") && err.contains(bad), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

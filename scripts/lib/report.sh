@@ -1,10 +1,12 @@
 # Sourced by the benchmark scripts that write a generated section into docs/BENCHMARKS.md:
 # number formats for the tables, the commit to name, and the section writer.
 
-ms() { awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000 }'; }
-ratio() { awk -v b="$1" -v a="$2" 'BEGIN { if (a > 0) printf "%.2f×", b / a; else print "–" }'; }
-per_sec() { awk -v v="$1" 'BEGIN { printf "%.0f", v }'; }
-percent() { awk -v s="$1" 'BEGIN { printf "%.0f%%", s * 100 }'; }
+# Each prints "–" for a value jq reported as null (a measure the run did not take).
+ms() { awk -v us="$1" 'BEGIN { if (us == "null") print "–"; else printf "%.3f", us / 1000 }'; }
+ratio() { awk -v b="$1" -v a="$2" 'BEGIN { if (a == "null" || b == "null" || a + 0 <= 0) print "–"; else printf "%.2f×", b / a }'; }
+per_sec() { awk -v v="$1" 'BEGIN { if (v == "null") print "–"; else printf "%.0f", v }'; }
+percent() { awk -v s="$1" 'BEGIN { if (s == "null") print "–"; else printf "%.0f%%", s * 100 }'; }
+micros() { awk -v v="$1" 'BEGIN { if (v == "null") print "–"; else printf "%.2f", v }'; }
 
 # The zoo commit the figures belong to: BENCH_ZOO_COMMIT where the tree is a copy without
 # .git (another machine), else HEAD, marked when src/ has uncommitted changes.
