@@ -601,6 +601,9 @@ impl<'a> ServerCpuSampler<'a> {
 
     /// `step`, or less where a sample is due sooner.
     fn sleep_before_next(&self, step: Duration) -> Duration {
+        if self.error.is_some() {
+            return step;
+        }
         let due = match (self.cpus, self.first, self.last) {
             (None, _, _) | (_, Some(_), Some(_)) => return step,
             (_, None, _) => self.measure_start,
@@ -609,11 +612,14 @@ impl<'a> ServerCpuSampler<'a> {
         due.saturating_duration_since(Instant::now()).min(step)
     }
 
-    /// Takes the samples that are due.
+    /// Takes the samples that are due; after a failed one, none (`finish` reports it).
     fn poll(&mut self) {
         let Some((_, cpus)) = self.cpus else {
             return;
         };
+        if self.error.is_some() {
+            return;
+        }
         let now = Instant::now();
         let mut take =
             |slot: &mut Option<(Instant, host_cpu::CpuTicks)>| match host_cpu::sample(cpus) {
@@ -654,5 +660,60 @@ impl<'a> ServerCpuSampler<'a> {
                 ticks_per_sec: host_cpu::ticks_per_sec(),
             },
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing_started(ago: Duration) -> Timing {
+        Timing::new(
+            Instant::now() - ago,
+            Duration::from_millis(10),
+            Duration::from_millis(20),
+        )
+    }
+
+    #[test]
+    fn a_failed_sample_stops_sampling_instead_of_polling_in_a_tight_loop() {
+        let cpus = ("1023".to_string(), vec![1023]);
+        let mut sampler = ServerCpuSampler::new(Some(&cpus), &timing_started(Duration::ZERO));
+        std::thread::sleep(Duration::from_millis(15));
+        sampler.poll();
+        let step = Duration::from_millis(50);
+        assert_eq!(
+            sampler.sleep_before_next(step),
+            step,
+            "a sample that is overdue because it failed must not make the poll loop spin"
+        );
+        let err = sampler.finish().unwrap_err();
+        assert!(err.contains("CPU 1023"), "{err}");
+    }
+
+    #[test]
+    fn the_samples_bound_the_measured_phase() {
+        let cpus = ("0".to_string(), vec![0]);
+        let timing = timing_started(Duration::ZERO);
+        let mut sampler = ServerCpuSampler::new(Some(&cpus), &timing);
+        assert!(sampler.sleep_before_next(Duration::from_secs(1)) <= Duration::from_millis(10));
+        sampler.poll();
+        assert!(sampler.first.is_none(), "not before the measured phase");
+        while sampler.last.is_none() {
+            std::thread::sleep(sampler.sleep_before_next(Duration::from_millis(50)));
+            sampler.poll();
+        }
+        let (from, _) = sampler.first.unwrap();
+        let (to, _) = sampler.last.unwrap();
+        assert!(from >= timing.measure_start && to >= timing.measure_end);
+        let (_, usage) = sampler.finish().unwrap().unwrap();
+        assert!(usage.secs >= 0.0 && usage.ticks.total >= usage.ticks.busy);
+        assert!(
+            ServerCpuSampler::new(None, &timing)
+                .finish()
+                .unwrap()
+                .is_none(),
+            "no CPUs given, nothing sampled"
+        );
     }
 }
