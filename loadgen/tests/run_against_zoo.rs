@@ -62,6 +62,10 @@ get_children = 20
     assert_eq!(r.lost_requests, 0);
     let names: Vec<&str> = r.ops.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(names, ["get", "exists", "get_children"]);
+    assert!(
+        r.server_cpu.is_none(),
+        "without --server-cpus no server_cpu section is written"
+    );
 }
 
 #[test]
@@ -208,17 +212,6 @@ fn server_cpus_are_sampled_over_the_measured_phase_only() {
         "{c:?} over {} ops",
         r.primary.count
     );
-}
-
-#[test]
-fn without_server_cpus_no_server_cpu_section_is_written() {
-    let zoo = Zoo::start();
-    let r = run(
-        &zoo,
-        "sessions = 2\nin_flight = 2\nkey_count = 10\nwarmup_secs = 0\nduration_secs = 0.5\n[mix]\nget = 1\n",
-        &[],
-    );
-    assert!(r.server_cpu.is_none());
 }
 
 #[test]
