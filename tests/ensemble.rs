@@ -1,6 +1,6 @@
 //! A replicated ensemble of real `zoo` processes on loopback: writes through any server,
 //! leader failover under load, a paused follower, a full restart, session expiry across
-//! servers. docs/ARCHITECTURE.md R8–R12.
+//! servers, observers, read-only mode and reconfiguration. docs/ARCHITECTURE.md R8–R13.
 
 mod common;
 
@@ -13,6 +13,8 @@ const PERSISTENT: i32 = 0;
 const NONODE: i32 = -101;
 const NODEEXISTS: i32 = -110;
 const EPHEMERAL: i32 = 1;
+const NOTREADONLY: i32 = -119;
+const NODE_DATA_CHANGED: i32 = 3;
 
 /// A session on server `port`, retrying while the server is not serving (electing, syncing).
 fn connect(port: u16) -> RawClient {
@@ -281,10 +283,24 @@ fn an_observer_follows_the_log_and_forwards_writes() {
     }
 }
 
-/// `reconfig(joining, leaving, newMembers, -1)`; returns the error code or the new config text.
+/// `reconfig(joining, leaving, "", -1)`; returns the error code or the new config text.
 fn reconfig(client: &mut RawClient, joining: &str, leaving: &str) -> Result<String, i32> {
+    reconfig_request(client, joining, leaving, "")
+}
+
+/// `reconfig(joining, leaving, newMembers, -1)`: the incremental form when `new_members` is
+/// empty, the bulk form otherwise.
+fn reconfig_request(
+    client: &mut RawClient,
+    joining: &str,
+    leaving: &str,
+    new_members: &str,
+) -> Result<String, i32> {
     let mut body = Vec::new();
-    body.string(joining).string(leaving).string("").long(-1);
+    body.string(joining)
+        .string(leaving)
+        .string(new_members)
+        .long(-1);
     let reply = client.call(16, &body);
     if reply.err != 0 {
         return Err(reply.err);
@@ -667,5 +683,151 @@ fn a_leader_with_no_clients_of_its_own_skips_trees_and_ends_with_the_same_tree()
         wait_for_long(&format!("the same tree on port {port}"), || {
             (tree_under(port, "/w") == expected).then_some(())
         });
+    }
+}
+
+#[test]
+fn a_server_cut_off_from_its_quorum_serves_read_only_clients_and_refuses_their_writes() {
+    let mut ensemble = ZooEnsemble::start(3, 0, &["readonlymode.enabled=true"]);
+    let lone = ensemble.servers[0].port();
+    connect(lone)
+        .create("/before-the-cut", b"kept", PERSISTENT)
+        .unwrap();
+    ensemble.servers[1].stop();
+    ensemble.servers[2].stop();
+    wait_for_long("the lone server to answer isro with ro", || {
+        (four_letter(lone, "isro").ok()? == "ro").then_some(())
+    });
+    assert_eq!(ensemble.mode(0).as_deref(), Some("read-only"));
+
+    let mut ro = RawClient::connect_allowing_read_only(lone).expect("read-only handshake");
+    assert_ne!(ro.session.session_id, 0, "a read-only session");
+    assert_eq!(
+        ro.session.read_only,
+        Some(true),
+        "the ConnectResponse says read-only"
+    );
+    assert_eq!(ro.get_data("/before-the-cut", false).unwrap().0, b"kept");
+    assert!(
+        ro.get_children("/")
+            .unwrap()
+            .contains(&"before-the-cut".to_string())
+    );
+    assert_eq!(
+        ro.create("/during-the-cut", b"", PERSISTENT),
+        Err(NOTREADONLY)
+    );
+    assert_eq!(ro.set_data("/before-the-cut", b"x", -1), Err(NOTREADONLY));
+    assert_eq!(ro.delete("/before-the-cut", -1), Err(NOTREADONLY));
+    // A client that does not accept a read-only server gets no session.
+    let refused = RawClient::resume(lone, 0, &[0; 16], 0);
+    assert!(
+        refused.map_or(true, |c| c.session.session_id == 0),
+        "a read-write session from a server without its quorum"
+    );
+
+    ensemble.servers[1].start_again();
+    ensemble.servers[2].start_again();
+    ensemble.wait_until_serving();
+    assert_eq!(four_letter(lone, "isro").unwrap(), "rw");
+    // Back in the quorum, the server ends its read-only sessions: their clients reconnect
+    // for read-write ones.
+    ro.expect_closed_by_server();
+    let mut rw = connect(lone);
+    assert_eq!(rw.get_data("/before-the-cut", false).unwrap().0, b"kept");
+    assert_eq!(rw.exists("/during-the-cut", false), Err(NONODE));
+    rw.create("/after-the-cut", b"", PERSISTENT).unwrap();
+    for s in &ensemble.servers {
+        wait_until_present(s.port(), "/after-the-cut");
+    }
+}
+
+/// `getData("/zookeeper/config", watch)`, as ZooKeeper's `getConfig` sends it.
+fn config_text(client: &mut RawClient, watch: bool) -> String {
+    let (data, _) = client
+        .get_data("/zookeeper/config", watch)
+        .expect("getConfig");
+    String::from_utf8(data).unwrap()
+}
+
+/// Waits for the next NodeDataChanged of `/zookeeper/config` on `client` and consumes it.
+fn wait_for_config_event(client: &mut RawClient) {
+    wait_for_long("the getConfig watch to fire", || {
+        client.ping().ok()?;
+        let at = client.events.iter().position(|e| {
+            let mut c = Cursor::new(&e.body);
+            let (kind, _state, path) = (c.int(), c.int(), c.string());
+            kind == NODE_DATA_CHANGED && path == "/zookeeper/config"
+        })?;
+        client.events.remove(at);
+        Some(())
+    });
+}
+
+#[test]
+fn reconfig_adds_an_observer_in_bulk_and_removes_it_incrementally_and_config_watches_fire() {
+    let ensemble = ZooEnsemble::start(3, 0, &["reconfigEnabled=true", "skipACL=yes"]);
+    let ports: Vec<u16> = ensemble.servers.iter().map(|s| s.port()).collect();
+    let (mut observer, spec) = ensemble.configure_joiner(4, "observer");
+    observer.start_again();
+    let mut watcher = connect(ports[0]);
+    assert!(!config_text(&mut watcher, true).contains("server.4="));
+
+    // Bulk form: the whole new membership, the three voters as they were plus the observer.
+    let members: Vec<&str> = ensemble
+        .lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("server."))
+        .chain([spec.as_str()])
+        .collect();
+    let mut admin = connect(ports[1]);
+    let config = reconfig_request(&mut admin, "", "", &members.join(",")).expect("add server 4");
+    assert!(
+        config.contains("server.4=") && config.contains(":observer"),
+        "{config}"
+    );
+    wait_for_config_event(&mut watcher);
+    let seen = config_text(&mut watcher, true);
+    assert!(
+        seen.contains("server.4="),
+        "the watcher reads the new config: {seen}"
+    );
+    wait_for_long("server 4 to observe", || {
+        (four_letter(observer.port(), "srvr")
+            .ok()?
+            .contains("Mode: observer"))
+        .then_some(())
+    });
+    // The observer serves the committed stream and forwards writes; voters are unchanged.
+    let mut c = connect(observer.port());
+    c.create("/via-the-new-observer", b"", PERSISTENT).unwrap();
+    for port in &ports {
+        wait_until_present(*port, "/via-the-new-observer");
+    }
+    wait_for_long(
+        "the leader to count the observer as a learner, not a follower",
+        || {
+            leader_mntr(&ports)
+                .filter(|m| m.contains("zk_followers\t2") && m.contains("zk_learners\t3"))
+                .map(|_| ())
+        },
+    );
+
+    // Incremental form: server 4 leaves.
+    let config = reconfig_request(&mut admin, "", "4", "").expect("remove server 4");
+    assert!(!config.contains("server.4="), "{config}");
+    wait_for_config_event(&mut watcher);
+    assert!(!config_text(&mut watcher, false).contains("server.4="));
+    wait_for_long("the leader to drop the observer", || {
+        leader_mntr(&ports)
+            .filter(|m| m.contains("zk_followers\t2") && m.contains("zk_learners\t2"))
+            .map(|_| ())
+    });
+    admin
+        .create("/after-the-observer-left", b"", PERSISTENT)
+        .unwrap();
+    for port in &ports {
+        wait_until_present(*port, "/after-the-observer-left");
     }
 }

@@ -581,13 +581,25 @@ pub fn connect_request(
     session_id: i64,
     password: &[u8],
 ) -> Vec<u8> {
+    connect_request_with_read_only(last_zxid, timeout_ms, session_id, password, false)
+}
+
+/// A framed ConnectRequest whose readOnly byte is `read_only` (the client accepts a
+/// read-only server).
+pub fn connect_request_with_read_only(
+    last_zxid: i64,
+    timeout_ms: i32,
+    session_id: i64,
+    password: &[u8],
+    read_only: bool,
+) -> Vec<u8> {
     let mut b = Vec::new();
     b.int(0)
         .long(last_zxid)
         .int(timeout_ms)
         .long(session_id)
         .buffer(password)
-        .boolean(false);
+        .boolean(read_only);
     frame(&b)
 }
 
@@ -635,6 +647,12 @@ impl RawClient {
         RawClient::handshake(port, 0, &[0; 16], 0, timeout_ms)
     }
 
+    /// A new session from a client that accepts a read-only server (readOnly byte true).
+    pub fn connect_allowing_read_only(port: u16) -> io::Result<RawClient> {
+        let request = connect_request_with_read_only(0, 10_000, 0, &[0; 16], true);
+        RawClient::handshake_with(port, &request, 0)
+    }
+
     fn handshake(
         port: u16,
         session_id: i64,
@@ -642,10 +660,13 @@ impl RawClient {
         last_zxid: i64,
         timeout_ms: i32,
     ) -> io::Result<RawClient> {
+        let request = connect_request(last_zxid, timeout_ms, session_id, password);
+        RawClient::handshake_with(port, &request, last_zxid)
+    }
+
+    fn handshake_with(port: u16, request: &[u8], last_zxid: i64) -> io::Result<RawClient> {
         let mut stream = RawClient::socket(port);
-        stream.write_all(&connect_request(
-            last_zxid, timeout_ms, session_id, password,
-        ))?;
+        stream.write_all(request)?;
         let payload = read_frame(&mut stream)?;
         let mut c = Cursor::new(&payload);
         let session = ConnectResponse {
