@@ -99,6 +99,13 @@ impl Member {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub tick_time_ms: i32,
+    /// `initLimit`, in ticks: how long a server the ensemble is waiting for may take to
+    /// catch up with the leader (a voter added by a reconfig of several voters).
+    pub init_limit: i32,
+    /// `syncLimit`, in ticks: a follower gives up on a silent leader, and a leader that
+    /// cannot hear a quorum steps down, within `syncLimit × tickTime`
+    /// ([`Config::election_ticks_within_sync_limit`]).
+    pub sync_limit: i32,
     pub data_dir: PathBuf,
     pub data_log_dir: PathBuf,
     pub client_port: u16,
@@ -161,6 +168,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             tick_time_ms: 2000,
+            init_limit: 10,
+            sync_limit: 5,
             data_dir: PathBuf::from("./data"),
             data_log_dir: PathBuf::from("./data"),
             client_port: 2181,
@@ -230,6 +239,17 @@ fn parse_bool(v: &str) -> Option<bool> {
 }
 
 impl Config {
+    /// The election timeout's lower bound in replication ticks: `zoo.election_ticks`, lowered
+    /// where needed so that `syncLimit × tickTime` bounds what ZooKeeper bounds with it. A
+    /// follower's timeout is drawn from [bound, 2 × bound) ticks, and a leader steps down
+    /// when a majority was silent for a whole window of `bound` ticks, so within two.
+    pub fn election_ticks_within_sync_limit(&self) -> u32 {
+        let limit_ms = i64::from(self.sync_limit) * i64::from(self.tick_time_ms);
+        let tick_ms = crate::server::limits::RAFT_TICK_MS as i64;
+        let cap = (limit_ms / (2 * tick_ms)).clamp(2, i64::from(u32::MAX)) as u32;
+        self.election_ticks.min(cap)
+    }
+
     pub fn load(path: &Path) -> Result<(Config, Vec<String>), Box<dyn std::error::Error>> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
@@ -276,6 +296,18 @@ impl Config {
             let boolean = || parse_bool(value).ok_or_else(|| bad("expected true or false"));
             match key {
                 "tickTime" => config.tick_time_ms = int(i32::MAX as i64)?.max(1) as i32,
+                "initLimit" | "syncLimit" => {
+                    let ticks = value
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|v| *v >= 1)
+                        .ok_or_else(|| bad("expected a positive number of ticks"))?;
+                    if key == "initLimit" {
+                        config.init_limit = ticks;
+                    } else {
+                        config.sync_limit = ticks;
+                    }
+                }
                 "dataDir" => config.data_dir = PathBuf::from(value),
                 "dataLogDir" => data_log_dir = Some(PathBuf::from(value)),
                 "clientPort" => config.client_port = int(65535)? as u16,
@@ -472,8 +504,35 @@ mod tests {
     }
 
     #[test]
+    fn init_and_sync_limits_are_read_and_sync_limit_bounds_the_election_timeout() {
+        let (c, w) = Config::parse("tickTime=2000\ninitLimit=4\nsyncLimit=2\n").unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!((c.init_limit, c.sync_limit), (4, 2));
+        // 4 s allows the default bound of 20 ticks (1 to 2 s).
+        assert_eq!(c.election_ticks_within_sync_limit(), c.election_ticks);
+        // 2 × 500 ms = 1 s: the bound drops to 10 ticks, so timeouts of 0.5 to 1 s.
+        let (c, _) = Config::parse("tickTime=500\nsyncLimit=2\n").unwrap();
+        assert_eq!(c.election_ticks_within_sync_limit(), 10);
+        let (c, _) = Config::parse("tickTime=1\nsyncLimit=1\n").unwrap();
+        assert_eq!(
+            c.election_ticks_within_sync_limit(),
+            2,
+            "never below two ticks"
+        );
+        let defaults = Config::default();
+        assert_eq!((defaults.init_limit, defaults.sync_limit), (10, 5));
+        for bad in ["initLimit=0", "syncLimit=-1", "syncLimit=x"] {
+            let e = Config::parse(bad).unwrap_err();
+            assert!(
+                e.message.contains("positive number of ticks"),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_warn_and_are_ignored() {
-        let (_, w) = Config::parse("initLimit=10\njava.foo=bar\n").unwrap();
+        let (_, w) = Config::parse("electionAlg=3\njava.foo=bar\n").unwrap();
         assert_eq!(w.len(), 2);
         assert!(w[1].contains("java.foo"));
     }

@@ -14,6 +14,7 @@ const NONODE: i32 = -101;
 const NODEEXISTS: i32 = -110;
 const EPHEMERAL: i32 = 1;
 const NOTREADONLY: i32 = -119;
+const NEWCONFIGNOQUORUM: i32 = -13;
 const NODE_DATA_CHANGED: i32 = 3;
 
 /// A session on server `port`, retrying while the server is not serving (electing, syncing).
@@ -392,14 +393,121 @@ fn leader_mntr(ports: &[u16]) -> Option<String> {
 }
 
 #[test]
-fn reconfig_refuses_two_voter_changes_at_once_and_stale_config_ids() {
-    let ensemble = ZooEnsemble::start(3, 0, &["reconfigEnabled=true", "skipACL=yes"]);
+fn voters_that_never_catch_up_are_not_added_and_stale_config_ids_are_refused() {
+    // initLimit × tickTime = 1 s for new voters to catch up.
+    let ensemble = ZooEnsemble::start(
+        3,
+        0,
+        &["reconfigEnabled=true", "skipACL=yes", "initLimit=2"],
+    );
     let mut admin = connect(ensemble.servers[0].port());
+    let before = config_text(&mut admin, false);
+    // Nothing listens at these addresses.
     let two = "server.8=127.0.0.1:1:2:participant,server.9=127.0.0.1:3:4:participant";
-    assert_eq!(reconfig(&mut admin, two, ""), Err(-8), "BADARGUMENTS");
+    assert_eq!(reconfig(&mut admin, two, ""), Err(NEWCONFIGNOQUORUM));
+    let after = config_text(&mut admin, false);
+    assert!(
+        !after.contains("server.8=") && !after.contains("server.9="),
+        "{after}"
+    );
+    let servers = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("server."))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        servers(&after),
+        servers(&before),
+        "the membership is as it was"
+    );
+    admin.create("/still-committing", b"", PERSISTENT).unwrap();
     let mut body = Vec::new();
     body.string("").string("3").string("").long(12345);
     assert_eq!(admin.call(16, &body).err, -103, "BADVERSION");
+}
+
+#[test]
+fn reconfig_replaces_two_voters_in_one_request_under_write_load_without_losing_writes() {
+    let mut ensemble = ZooEnsemble::start(3, 0, &["reconfigEnabled=true", "skipACL=yes"]);
+    let ports: Vec<u16> = ensemble.servers.iter().map(|s| s.port()).collect();
+    let (mut four, spec4) = ensemble.configure_joiner(4, "participant");
+    let (mut five, spec5) = ensemble.configure_joiner(5, "participant");
+    four.start_again();
+    five.start_again();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let port = ports[2];
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut client = connect(port);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let path = format!("/load-{i}");
+                i += 1;
+                match client.try_create(&path, b"x", PERSISTENT) {
+                    Ok(Ok(_)) => acked.push(path),
+                    Ok(Err(_)) => {}
+                    Err(_) => client = connect(port),
+                }
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Bulk form: server 3 stays, 1 and 2 (one of them possibly the leader) give way to 4, 5.
+    let server3 = ensemble
+        .lines
+        .iter()
+        .find(|l| l.starts_with("server.3="))
+        .unwrap()
+        .clone();
+    let members = [server3.as_str(), spec4.as_str(), spec5.as_str()].join(",");
+    let mut admin = connect(ports[2]);
+    let config = reconfig_request(&mut admin, "", "", &members).expect("replace 1 and 2");
+    for (id, present) in [(1, false), (2, false), (3, true), (4, true), (5, true)] {
+        assert_eq!(
+            config.contains(&format!("server.{id}=")),
+            present,
+            "server {id}: {config}"
+        );
+    }
+    assert!(
+        !config.contains(":observer"),
+        "4 and 5 end as voters: {config}"
+    );
+    // Made as single-voter steps (R13): 4 and 5 in as observers, promoted, then 1 and 2 out.
+    assert!(
+        ensemble.servers[..3]
+            .iter()
+            .any(|s| s.log_text().contains("changes several voters: 5 steps")),
+        "the leader's log names the steps"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().expect("writer");
+    assert!(acked.len() > 10, "the load made progress: {}", acked.len());
+    ensemble.servers[0].stop();
+    ensemble.servers[1].stop();
+    let remaining = [ports[2], four.port(), five.port()];
+    for port in remaining {
+        wait_for_long("every acknowledged write on the new ensemble", || {
+            let present = children(port, "/");
+            acked
+                .iter()
+                .all(|p| present.contains(&p[1..]))
+                .then_some(())
+        });
+    }
+    // The new voters commit without servers 1 and 2.
+    let mut c = connect(four.port());
+    c.create("/after-the-replacement", b"", PERSISTENT).unwrap();
+    wait_for_long("the leader's mntr to count the new voters", || {
+        leader_mntr(&remaining)
+            .filter(|m| m.contains("zk_followers\t2") && m.contains("zk_synced_followers\t2"))
+            .map(|_| ())
+    });
 }
 
 #[test]

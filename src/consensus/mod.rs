@@ -291,6 +291,11 @@ impl Replica {
             .copied()
             .filter(move |p| *p != self.id)
     }
+    /// Leader: the last zxid `peer` is known to hold (0 when not known).
+    pub fn matched(&self, peer: NodeId) -> i64 {
+        self.progress.get(&peer).map_or(0, |p| p.matched)
+    }
+
     /// Voters other than this one that the leader heard from recently (for `mntr`).
     pub fn synced_followers(&self) -> usize {
         self.progress

@@ -604,6 +604,48 @@ impl CommitCore {
         Ok(())
     }
 
+    /// For a valid reconfig that changes more than one voter, the single-voter memberships
+    /// the leader commits one after another to carry it out (`Membership::steps_toward`,
+    /// `leader` leaving last; docs/ARCHITECTURE.md R13). `None` for any other request, which
+    /// `process_write` answers as usual (errors included).
+    pub fn reconfig_steps(&self, write: &WriteRequest, leader: i64) -> Option<Vec<Vec<Member>>> {
+        let Request::Reconfig {
+            joining,
+            leaving,
+            new_members,
+            config_id,
+        } = &write.request
+        else {
+            return None;
+        };
+        self.sessions.get(write.session_id)?;
+        let auth = if self.config.skip_acl {
+            Arc::new(vec![Id::new("super", "")])
+        } else {
+            write.auth.clone()
+        };
+        self.check_reconfig(joining, leaving, new_members, *config_id, &auth)
+            .ok()?;
+        let current = self.membership()?;
+        let target = current.target(joining, leaving, new_members).ok()?;
+        (current.voter_changes(&target) > 1).then(|| current.steps_toward(&target, leader))
+    }
+
+    /// The reconfig request that makes `members` the membership in one step: the bulk form,
+    /// at whatever config id is current.
+    pub fn reconfig_step_request(members: &[Member]) -> Request {
+        Request::Reconfig {
+            joining: String::new(),
+            leaving: String::new(),
+            new_members: members
+                .iter()
+                .map(|m| format!("server.{}={}", m.id, m.spec()))
+                .collect::<Vec<_>>()
+                .join(","),
+            config_id: -1,
+        }
+    }
+
     /// The current membership, from `/zookeeper/config`.
     pub fn membership(&self) -> Option<Membership> {
         let node = self.tree.get("/zookeeper/config")?;

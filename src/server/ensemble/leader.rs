@@ -74,10 +74,13 @@ impl Ensemble {
 
     pub(super) fn leader_write(&mut self, origin: Origin, write: WriteRequest) {
         let now = wall_clock_ms();
+        let Some((origin, write)) = self.queue_behind_bulk_reconfig(origin, write) else {
+            return;
+        };
         if matches!(write.request, Request::Reconfig { .. }) {
             let version = |c: &CommitCore| c.membership().map_or(0, |m| m.version);
             let spec = self.speculative.as_ref().expect("leader");
-            if version(spec) != version(&self.applied) {
+            if version(spec) != version(&self.applied) || self.bulk_reconfig.is_some() {
                 // One change at a time: the previous one is not committed yet.
                 let reply = WriteReply {
                     xid: write.xid,
@@ -91,6 +94,12 @@ impl Ensemble {
                 return;
             }
         }
+        let Some((origin, write)) = (match write.request {
+            Request::Reconfig { .. } => self.start_bulk_reconfig(origin, write, now),
+            _ => Some((origin, write)),
+        }) else {
+            return;
+        };
         let spec = self.speculative.as_mut().expect("leader");
         spec.touch(write.session_id, now);
         let is_sync = matches!(write.request, Request::Sync { .. });
@@ -298,6 +307,7 @@ impl Ensemble {
                 .speculative
                 .as_ref()
                 .is_some_and(|s| membership_version(s) != membership_version(&self.applied))
+            || self.bulk_reconfig.is_some()
             || now.saturating_duration_since(self.tree_sealed_at)
                 >= std::time::Duration::from_millis(LEADER_APPLIED_LAG_MS)
     }

@@ -13,6 +13,7 @@
 //! and learns the outcome by reading, as with ZooKeeper.
 
 mod arrived;
+mod bulk_reconfig;
 mod catch_up;
 mod forwarding;
 mod leader;
@@ -55,6 +56,7 @@ use crate::storage::log::encode_record;
 use crate::storage::snapshot::{self, SessionRecord};
 use crate::storage::vote;
 use arrived::Arrived;
+use bulk_reconfig::BulkReconfig;
 use catch_up::CatchUp;
 use forwarding::{ForwardStream, connection_key};
 use leader::SpecBatch;
@@ -151,6 +153,8 @@ struct Ensemble {
     /// Moving the applied tree onto this server's newest snapshot (`server::rebase`, as
     /// standalone; see `rebase.rs` here for the leader's trees).
     rebase: crate::server::rebase::Rebasing,
+    /// Leader: a reconfig of several voters, made one voter at a time (`bulk_reconfig.rs`).
+    bulk_reconfig: Option<BulkReconfig>,
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
@@ -247,7 +251,7 @@ pub async fn run(
     let mut seed = [0u8; 8];
     let _ = getrandom::getrandom(&mut seed);
     let timing = Timing {
-        election_ticks: config.election_ticks,
+        election_ticks: config.election_ticks_within_sync_limit(),
         heartbeat_ticks: 1,
         append_entries_max: RAFT_APPEND_ENTRIES_MAX,
         snapshot_retry_ticks: 200,
@@ -321,6 +325,7 @@ pub async fn run(
         spec_sessions: Vec::new(),
         incoming_snapshot: None,
         rebase: Default::default(),
+        bulk_reconfig: None,
         // Read-only session ids: this server's id in the top byte, a distinct range below.
         next_read_only_session: (me << 56) | (0xff << 48) | (wall_clock_ms() & 0xffff_ffff),
         config,
@@ -595,6 +600,9 @@ impl Ensemble {
                 }
                 self.replica.tick();
                 self.expire_forwarded(now);
+                if self.is_leader() && self.speculative.is_some() {
+                    self.advance_bulk_reconfig(now);
+                }
                 let ready: Vec<_> = std::mem::take(&mut *self.catch_up.lock().expect("no panic"));
                 for (peer, zxid, data) in ready {
                     eprintln!(
@@ -818,6 +826,7 @@ impl Ensemble {
             self.me,
             leader.map_or("unknown".to_owned(), |l| l.to_string())
         );
+        self.abandon_bulk_reconfig();
         self.speculative = None;
         self.sealed.clear();
         self.spec_triggers.clear();
@@ -926,6 +935,9 @@ impl Ensemble {
             if !more {
                 break;
             }
+        }
+        if self.is_leader() && self.speculative.is_some() {
+            self.advance_bulk_reconfig(wall_clock_ms());
         }
         self.release_held();
         let serving = self.serving();
