@@ -59,7 +59,23 @@ fn writes_through_any_server_are_read_on_every_server() {
     let srvr = four_letter(ensemble.servers[leader].port(), "srvr").unwrap();
     assert!(srvr.contains("Mode: leader"), "{srvr}");
     let mntr = four_letter(ensemble.servers[leader].port(), "mntr").unwrap();
-    assert!(mntr.contains("zk_followers\t2"), "{mntr}");
+    for row in [
+        "zk_followers\t2",
+        "zk_peer_state\tleading - broadcast",
+        "zk_quorum_size\t3",
+        "zk_synced_observers\t0",
+        "zk_pending_syncs\t0",
+    ] {
+        assert!(mntr.contains(row), "{row} in the leader's mntr:\n{mntr}");
+    }
+    let follower = ensemble.servers[(leader + 1) % 3].port();
+    let mntr = four_letter(follower, "mntr").unwrap();
+    assert!(
+        mntr.contains("zk_peer_state\tfollowing - broadcast"),
+        "{mntr}"
+    );
+    assert!(mntr.contains("zk_quorum_size\t3"), "{mntr}");
+    assert!(!mntr.contains("zk_followers"), "leader-only rows: {mntr}");
 }
 
 #[test]
@@ -394,33 +410,30 @@ fn leader_mntr(ports: &[u16]) -> Option<String> {
 
 #[test]
 fn voters_that_never_catch_up_are_not_added_and_stale_config_ids_are_refused() {
-    // initLimit × tickTime = 1 s for new voters to catch up.
-    let ensemble = ZooEnsemble::start(
+    // initLimit × tickTime = 1 s for new voters to catch up. Server 4 observes, then stops.
+    let mut ensemble = ZooEnsemble::start(
         3,
-        0,
+        1,
         &["reconfigEnabled=true", "skipACL=yes", "initLimit=2"],
     );
+    ensemble.servers[3].stop();
     let mut admin = connect(ensemble.servers[0].port());
-    let before = config_text(&mut admin, false);
-    // Nothing listens at these addresses.
-    let two = "server.8=127.0.0.1:1:2:participant,server.9=127.0.0.1:3:4:participant";
-    assert_eq!(reconfig(&mut admin, two, ""), Err(NEWCONFIGNOQUORUM));
-    let after = config_text(&mut admin, false);
-    assert!(
-        !after.contains("server.8=") && !after.contains("server.9="),
-        "{after}"
-    );
     let servers = |text: &str| -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with("server."))
             .map(str::to_owned)
             .collect()
     };
-    assert_eq!(
-        servers(&after),
-        servers(&before),
-        "the membership is as it was"
-    );
+    let before = servers(&config_text(&mut admin, false));
+    // Nothing listens at these addresses: they join as observers, never catch up, and are
+    // taken out again.
+    let two = "server.8=127.0.0.1:1:2:participant,server.9=127.0.0.1:3:4:participant";
+    assert_eq!(reconfig(&mut admin, two, ""), Err(NEWCONFIGNOQUORUM));
+    assert_eq!(servers(&config_text(&mut admin, false)), before, "8 and 9");
+    // The stopped observer is not promoted (and 3 not removed in its favour).
+    let observer = ensemble.lines[3].replace(":observer", ":participant");
+    assert_eq!(reconfig(&mut admin, &observer, "3"), Err(NEWCONFIGNOQUORUM));
+    assert_eq!(servers(&config_text(&mut admin, false)), before, "4 and 3");
     admin.create("/still-committing", b"", PERSISTENT).unwrap();
     let mut body = Vec::new();
     body.string("").string("3").string("").long(12345);
@@ -917,7 +930,11 @@ fn reconfig_adds_an_observer_in_bulk_and_removes_it_incrementally_and_config_wat
         "the leader to count the observer as a learner, not a follower",
         || {
             leader_mntr(&ports)
-                .filter(|m| m.contains("zk_followers\t2") && m.contains("zk_learners\t3"))
+                .filter(|m| {
+                    m.contains("zk_followers\t2")
+                        && m.contains("zk_learners\t3")
+                        && m.contains("zk_synced_observers\t1")
+                })
                 .map(|_| ())
         },
     );

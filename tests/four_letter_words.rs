@@ -105,6 +105,12 @@ fn mntr_lines_are_tab_separated_pairs_with_the_standard_keys() {
         Some("standalone")
     );
     assert!(
+        !rows
+            .iter()
+            .any(|(k, _)| k == "zk_peer_state" || k == "zk_quorum_size"),
+        "a standalone server has no peer state, as in ZooKeeper: {rows:?}"
+    );
+    assert!(
         rows.iter()
             .any(|(k, v)| k == "zk_version" && v.starts_with("3.9")),
         "{rows:?}"

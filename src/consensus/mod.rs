@@ -30,6 +30,14 @@ pub struct Entry {
     pub payload: Arc<[u8]>,
 }
 
+fn members_of(decode: MembershipOf, payload: &[u8]) -> Option<Members> {
+    let (voters, observers) = decode(payload)?;
+    Some((
+        voters.into_iter().collect(),
+        observers.into_iter().collect(),
+    ))
+}
+
 pub fn zxid_term(zxid: i64) -> u64 {
     (zxid as u64) >> 32
 }
@@ -61,9 +69,12 @@ pub enum Message {
         term: u64,
         last_zxid: i64,
     },
+    /// `term` is the one asked about; `current_term` the voter's own, so that a refused
+    /// pre-candidate that is behind catches up with it (else it could never be granted).
     PreVoteReply {
         term: u64,
         granted: bool,
+        current_term: u64,
     },
     Vote {
         term: u64,
@@ -176,10 +187,26 @@ pub struct Ready {
     pub became_leader: bool,
 }
 
+/// Reads a membership change out of an entry's payload (the driver's format): the voters and
+/// the observers it makes, or `None` for any other entry.
+pub type MembershipOf = fn(&[u8]) -> Option<(Vec<NodeId>, Vec<NodeId>)>;
+
+/// Voters and observers.
+type Members = (BTreeSet<NodeId>, BTreeSet<NodeId>);
+
 pub struct Replica {
     id: NodeId,
     voters: BTreeSet<NodeId>,
     observers: BTreeSet<NodeId>,
+    /// Membership changes are taken from the log (`with_membership_in_log`): each server
+    /// uses the newest one its log holds, committed or not, as Raft requires for
+    /// single-server changes (docs/ARCHITECTURE.md R13).
+    membership_of: Option<MembershipOf>,
+    /// The membership as of `base_zxid`, and the changes in the log after it, in order.
+    base_members: Members,
+    log_members: Vec<(i64, Members)>,
+    /// Counts membership changes adopted, so that the driver can follow them.
+    membership_epoch: u64,
     hard: HardState,
     hard_dirty: bool,
     role: Role,
@@ -231,8 +258,12 @@ impl Replica {
         };
         let mut replica = Replica {
             id,
+            base_members: (voters.clone(), observers.clone()),
             voters,
             observers,
+            membership_of: None,
+            log_members: Vec::new(),
+            membership_epoch: 0,
             hard,
             hard_dirty: false,
             role,
@@ -258,6 +289,60 @@ impl Replica {
         };
         replica.reset_election_timeout();
         replica
+    }
+
+    /// Takes membership changes from the log from now on: the voters and observers given to
+    /// [`Replica::new`] are the membership as of the durable base, and the newest change in
+    /// the durable entries after it applies at once.
+    pub fn with_membership_in_log(mut self, membership_of: MembershipOf) -> Replica {
+        self.membership_of = Some(membership_of);
+        let found: Vec<(i64, Members)> = self
+            .log
+            .iter()
+            .filter_map(|e| Some((e.zxid, members_of(membership_of, &e.payload)?)))
+            .collect();
+        self.log_members = found;
+        self.adopt_newest_members();
+        self
+    }
+
+    /// Bumped each time the membership in use changes.
+    pub fn membership_epoch(&self) -> u64 {
+        self.membership_epoch
+    }
+
+    fn note_appended(&mut self, entry: &Entry) {
+        if let Some(decode) = self.membership_of
+            && let Some(m) = members_of(decode, &entry.payload)
+        {
+            self.log_members.push((entry.zxid, m));
+            self.adopt_newest_members();
+        }
+    }
+
+    /// After entries above `kept` were discarded: their membership changes go with them.
+    fn note_truncated(&mut self, kept: i64) {
+        let before = self.log_members.len();
+        self.log_members.retain(|(z, _)| *z <= kept);
+        if self.log_members.len() != before {
+            self.adopt_newest_members();
+        }
+    }
+
+    fn adopt_newest_members(&mut self) {
+        let (voters, observers) = self
+            .log_members
+            .last()
+            .map_or(&self.base_members, |(_, m)| m)
+            .clone();
+        if voters != self.voters || observers != self.observers {
+            self.set_membership(voters, observers);
+        }
+    }
+
+    /// The zxid of the newest membership change in the log (0 if none after the base).
+    fn newest_members_zxid(&self) -> i64 {
+        self.log_members.last().map_or(0, |(z, _)| *z)
     }
 
     pub fn id(&self) -> NodeId {
@@ -291,6 +376,24 @@ impl Replica {
             .copied()
             .filter(move |p| *p != self.id)
     }
+    /// Observers that have the leader's committed state (for `mntr`).
+    pub fn synced_observers(&self) -> usize {
+        self.progress
+            .iter()
+            .filter(|(id, p)| {
+                self.observers.contains(id) && p.matched >= self.commit_sent.min(self.commit)
+            })
+            .count()
+    }
+
+    /// Learners being sent a catch-up snapshot (for `mntr`'s `zk_pending_syncs`).
+    pub fn pending_syncs(&self) -> usize {
+        self.progress
+            .values()
+            .filter(|p| p.snapshot_wait > 0)
+            .count()
+    }
+
     /// Leader: the last zxid `peer` is known to hold (0 when not known).
     pub fn matched(&self, peer: NodeId) -> i64 {
         self.progress.get(&peer).map_or(0, |p| p.matched)
@@ -377,22 +480,20 @@ impl Replica {
         self.reset_election_timeout();
     }
 
-    /// Adopts a committed membership change (at most one voter differs; see
-    /// core::membership). New peers start from our last entry; a leader that is no longer a
-    /// voter steps down.
-    pub fn set_membership(
+    /// Adopts a membership (at most one voter differs from the one before; see
+    /// core::membership). New peers start from our last entry. A leader that is no longer a
+    /// voter goes on leading, without counting itself, until the change is committed
+    /// (`maybe_commit`), then steps down.
+    fn set_membership(
         &mut self,
         voters: impl IntoIterator<Item = NodeId>,
         observers: impl IntoIterator<Item = NodeId>,
     ) {
         self.voters = voters.into_iter().collect();
         self.observers = observers.into_iter().collect();
+        self.membership_epoch += 1;
         let is_voter = self.voters.contains(&self.id);
         match self.role {
-            Role::Leader if !is_voter => {
-                let term = self.hard.term;
-                self.become_follower(term, None);
-            }
             Role::Leader => {
                 let last = self.last_zxid();
                 let peers: Vec<NodeId> = self.peers().collect();
@@ -577,8 +678,19 @@ impl Replica {
         let term = message.term();
         match &message {
             Message::PreVote { .. } => {}
-            Message::PreVoteReply { granted, .. } if !granted && term > self.hard.term => {
-                // Someone is ahead of us; learn the term only through real messages.
+            Message::PreVoteReply {
+                granted: false,
+                current_term,
+                ..
+            } if *current_term > self.hard.term => {
+                // The voter is in a later term (elections that did not end in a leader):
+                // move to it, as for any message from a later term, so that our next
+                // pre-vote asks about a term it can grant. Without this, a server with the
+                // newest log but an older term is refused by every pre-vote while the others
+                // cannot win without it, and no leader is ever elected.
+                let current = *current_term;
+                self.become_follower(current, None);
+                return;
             }
             Message::PreVoteReply { .. } => {}
             Message::Vote { .. } if term > self.hard.term => {
@@ -606,9 +718,18 @@ impl Replica {
                     && !self.leader_lease_holds()
                     && self.role != Role::Leader
                     && self.log_is_current(last_zxid);
-                self.send(from, Message::PreVoteReply { term, granted }, false);
+                let current_term = self.hard.term;
+                self.send(
+                    from,
+                    Message::PreVoteReply {
+                        term,
+                        granted,
+                        current_term,
+                    },
+                    false,
+                );
             }
-            Message::PreVoteReply { term, granted } => {
+            Message::PreVoteReply { term, granted, .. } => {
                 if self.role == Role::PreCandidate
                     && term == self.hard.term + 1
                     && self.voters.contains(&from)
@@ -624,8 +745,10 @@ impl Replica {
                 }
             }
             Message::Vote { term, last_zxid } => {
+                // Whatever this server's own membership says: a server added by a change
+                // it has not received yet is a voter all the same, and the candidate counts
+                // only the votes of its own voters (Raft's single-server changes).
                 let granted = term == self.hard.term
-                    && self.voters.contains(&self.id)
                     && self.hard.voted_for.is_none_or(|v| v == from)
                     && self.log_is_current(last_zxid);
                 if granted {
@@ -799,6 +922,7 @@ impl Replica {
                     self.log[position - 1].zxid
                 };
                 self.log.truncate(position);
+                self.note_truncated(keep_until);
                 self.truncated_after = Some(
                     self.truncated_after
                         .map_or(keep_until, |t| t.min(keep_until)),
@@ -807,6 +931,7 @@ impl Replica {
                 self.durable_zxid = self.durable_zxid.min(keep_until);
             }
             last_new = entry.zxid;
+            self.note_appended(&entry);
             self.log.push_back(entry);
             position += 1;
         }
@@ -881,6 +1006,14 @@ impl Replica {
         if candidate > self.commit && zxid_term(candidate) == self.hard.term {
             self.commit = candidate;
         }
+        // A leader that removed itself leads until that change is committed, then tells the
+        // others the commit point (so that they apply the change and the replies waiting for
+        // it) and steps down.
+        if !self.voters.contains(&self.id) && self.commit >= self.newest_members_zxid() {
+            self.broadcast_append(true);
+            let term = self.hard.term;
+            self.become_follower(term, None);
+        }
     }
 
     /// Appends a new entry as leader. `payload` is given the entry's zxid.
@@ -894,10 +1027,12 @@ impl Replica {
             "zxid counter exhausted in term {}",
             self.hard.term
         );
-        self.log.push_back(Entry {
+        let entry = Entry {
             zxid,
             payload: payload(zxid),
-        });
+        };
+        self.note_appended(&entry);
+        self.log.push_back(entry);
         Some(zxid)
     }
 
@@ -911,9 +1046,18 @@ impl Replica {
         }
     }
 
-    /// The driver installed the snapshot at `zxid` (its state now equals that point).
-    pub fn snapshot_installed(&mut self, zxid: i64) {
+    /// The driver installed the snapshot at `zxid` (its state now equals that point);
+    /// `members` is the membership that state holds, if it holds one.
+    pub fn snapshot_installed(&mut self, zxid: i64, members: Option<(Vec<NodeId>, Vec<NodeId>)>) {
         self.log.clear();
+        self.log_members.clear();
+        if let Some((voters, observers)) = members {
+            self.base_members = (
+                voters.into_iter().collect(),
+                observers.into_iter().collect(),
+            );
+        }
+        self.adopt_newest_members();
         self.unpersisted_from = 0;
         self.base_zxid = zxid;
         self.durable_zxid = zxid;
@@ -954,6 +1098,11 @@ impl Replica {
         }
         self.base_zxid = self.log[n - 1].zxid;
         self.log.drain(..n);
+        let base = self.base_zxid;
+        if let Some(i) = self.log_members.iter().rposition(|(z, _)| *z <= base) {
+            self.base_members = self.log_members[i].1.clone();
+            self.log_members.drain(..=i);
+        }
         self.unpersisted_from = self.unpersisted_from.saturating_sub(n);
     }
 

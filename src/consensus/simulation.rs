@@ -4,7 +4,10 @@
 //! R8 at most one leader per term; R9 a committed entry is never lost or changed;
 //! R10 replicas apply the same entries in the same order; R11 after healing every replica
 //! converges to the same state holding every acknowledged proposal;
-//! R12 zxids handed to clients only grow.
+//! R12 zxids handed to clients only grow. With `reconfig` set, leaders also change the
+//! membership one voter at a time while the faults go on (R13): each server uses the newest
+//! change in its log (`Replica::with_membership_in_log`), as the server does, and the same
+//! checks hold for the final members.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -70,6 +73,11 @@ struct Sim {
     nodes: BTreeMap<NodeId, Node>,
     voters: Vec<NodeId>,
     observers: Vec<NodeId>,
+    /// Servers outside the first membership, configured as a joining server is: the first
+    /// voters plus themselves.
+    spares: Vec<NodeId>,
+    /// Leaders propose single-voter membership changes (R13).
+    reconfig: bool,
     network: Vec<Flight>,
     /// Pairs that cannot talk (both directions).
     cut: BTreeSet<(NodeId, NodeId)>,
@@ -87,6 +95,8 @@ struct Sim {
     txns: Option<Clients>,
     /// Catch-up snapshots built, by the server they were built for.
     snapshots_built: BTreeMap<NodeId, u64>,
+    /// Membership changes proposed (`reconfig`).
+    membership_changes: u64,
 }
 
 /// Simulated clients for the state-machine checks: open sessions and each one's next request
@@ -128,21 +138,63 @@ fn decode_state(mut bytes: &[u8]) -> Vec<(i64, Vec<u8>)> {
     out
 }
 
+/// A membership change as the simulated state machine holds it: `cfg:` then the voters and
+/// the observers, comma-separated, split by `;`.
+fn cfg_payload(voters: &[NodeId], observers: &[NodeId]) -> Vec<u8> {
+    let list = |ids: &[NodeId]| {
+        ids.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!("cfg:{};{}", list(voters), list(observers)).into_bytes()
+}
+
+fn parse_cfg(payload: &[u8]) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+    let text = std::str::from_utf8(payload.strip_prefix(b"cfg:")?).ok()?;
+    let (voters, observers) = text.split_once(';')?;
+    let list = |s: &str| -> Vec<NodeId> {
+        s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse().expect("simulated cfg"))
+            .collect()
+    };
+    Some((list(voters), list(observers)))
+}
+
+/// The newest membership in applied entries, if any was written.
+fn membership_of(applied: &[(i64, Vec<u8>)]) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+    applied.iter().rev().find_map(|(_, p)| parse_cfg(p))
+}
+
 impl Sim {
     fn new(seed: u64, voters: usize, observers: usize) -> Sim {
+        Sim::with_spares(seed, voters, observers, 0)
+    }
+
+    fn with_spares(seed: u64, voters: usize, observers: usize, spares: usize) -> Sim {
         let voter_ids: Vec<NodeId> = (1..=voters as NodeId).collect();
         let observer_ids: Vec<NodeId> =
             (voters as NodeId + 1..=(voters + observers) as NodeId).collect();
+        let spare_ids: Vec<NodeId> = ((voters + observers) as NodeId + 1
+            ..=(voters + observers + spares) as NodeId)
+            .collect();
         let mut nodes = BTreeMap::new();
-        for id in voter_ids.iter().chain(observer_ids.iter()) {
+        for id in voter_ids
+            .iter()
+            .chain(observer_ids.iter())
+            .chain(spare_ids.iter())
+        {
+            let (v, o) = Sim::configured(&voter_ids, &observer_ids, *id);
             let replica = Replica::new(
                 *id,
-                voter_ids.clone(),
-                observer_ids.clone(),
+                v,
+                o,
                 Durable::default(),
                 timing(),
                 seed.wrapping_mul(31).wrapping_add(*id as u64),
-            );
+            )
+            .with_membership_in_log(parse_cfg);
             nodes.insert(
                 *id,
                 Node {
@@ -161,6 +213,8 @@ impl Sim {
             nodes,
             voters: voter_ids,
             observers: observer_ids,
+            spares: spare_ids,
+            reconfig: false,
             network: Vec::new(),
             cut: BTreeSet::new(),
             drop_per_mille: 0,
@@ -171,15 +225,31 @@ impl Sim {
             proposals: HashMap::new(),
             next_client_op: 0,
             snapshots_built: BTreeMap::new(),
+            membership_changes: 0,
             last_acknowledged_zxid: 0,
             txns: None,
         }
+    }
+
+    /// The membership server `id` starts from before it has applied one: the first one, or
+    /// for a spare, the first voters plus itself (as `configure_joiner` writes zoo.cfg).
+    fn configured(
+        voters: &[NodeId],
+        observers: &[NodeId],
+        id: NodeId,
+    ) -> (Vec<NodeId>, Vec<NodeId>) {
+        let mut v = voters.to_vec();
+        if !voters.contains(&id) && !observers.contains(&id) {
+            v.push(id);
+        }
+        (v, observers.to_vec())
     }
 
     fn all_ids(&self) -> Vec<NodeId> {
         self.voters
             .iter()
             .chain(self.observers.iter())
+            .chain(self.spares.iter())
             .copied()
             .collect()
     }
@@ -228,7 +298,8 @@ impl Sim {
             node.disk.log.clear();
             node.applied = state;
             node.applied_zxid = zxid;
-            node.replica.snapshot_installed(zxid);
+            node.replica
+                .snapshot_installed(zxid, membership_of(&node.applied));
         }
         let mut now_messages = Vec::new();
         let mut later_messages = Vec::new();
@@ -347,10 +418,11 @@ impl Sim {
 
     fn restart(&mut self, id: NodeId) {
         let seed = self.rng.next();
-        let voters = self.voters.clone();
-        let observers = self.observers.clone();
         let node = self.nodes.get_mut(&id).unwrap();
         let disk = node.disk.clone();
+        // As the server: the snapshot's membership, else what zoo.cfg says.
+        let (voters, observers) = membership_of(&disk.snapshot)
+            .unwrap_or_else(|| Sim::configured(&self.voters, &self.observers, id));
         node.replica = Replica::new(
             id,
             voters,
@@ -362,7 +434,8 @@ impl Sim {
             },
             timing(),
             seed,
-        );
+        )
+        .with_membership_in_log(parse_cfg);
         node.applied = disk.snapshot.clone();
         node.applied_zxid = disk.snapshot_zxid;
         node.up = true;
@@ -411,6 +484,68 @@ impl Sim {
             let p = payload.clone();
             if let Some(zxid) = node.replica.propose(move |_| p.into()) {
                 self.proposals.insert(zxid, (id, term, payload));
+            }
+        }
+    }
+
+    /// A leader proposes a membership change, as `reconfig` does: only once an entry of its
+    /// own term is applied (it serves) and its previous change is applied (else
+    /// RECONFIGINPROGRESS), and only one voter differs (R13): a voter added (from the
+    /// observers or outside), a voter removed (possibly the leader itself), or an observer
+    /// added or removed.
+    fn propose_membership_change(&mut self) {
+        let ids = self.all_ids();
+        let leaders: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up && n.replica.role() == Role::Leader)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in leaders {
+            let node = &self.nodes[&id];
+            let term = node.replica.term();
+            let serving = zxid_term(node.applied_zxid) == term;
+            let pending = node
+                .replica
+                .entries_between(node.applied_zxid, i64::MAX)
+                .any(|e| e.payload.starts_with(b"cfg:"));
+            if !serving || pending {
+                continue;
+            }
+            let (mut voters, mut observers) = membership_of(&node.applied)
+                .unwrap_or_else(|| (self.voters.clone(), self.observers.clone()));
+            let outside: Vec<NodeId> = ids
+                .iter()
+                .copied()
+                .filter(|i| !voters.contains(i))
+                .collect();
+            match self.rng.below(4) {
+                0 | 1 if voters.len() < 5 && !outside.is_empty() => {
+                    let add = outside[self.rng.below(outside.len() as u64) as usize];
+                    observers.retain(|o| *o != add);
+                    voters.push(add);
+                }
+                0 | 1 if voters.len() > 2 => {
+                    let remove = voters[self.rng.below(voters.len() as u64) as usize];
+                    voters.retain(|v| *v != remove);
+                }
+                _ => {
+                    let pick = ids[self.rng.below(ids.len() as u64) as usize];
+                    if observers.contains(&pick) {
+                        observers.retain(|o| *o != pick);
+                    } else if !voters.contains(&pick) {
+                        observers.push(pick);
+                    }
+                }
+            }
+            voters.sort_unstable();
+            observers.sort_unstable();
+            let payload = cfg_payload(&voters, &observers);
+            let node = self.nodes.get_mut(&id).unwrap();
+            let p = payload.clone();
+            if let Some(zxid) = node.replica.propose(move |_| p.into()) {
+                self.proposals.insert(zxid, (id, term, payload));
+                self.membership_changes += 1;
             }
         }
     }
@@ -545,6 +680,9 @@ impl Sim {
             if self.rng.chance(300) {
                 self.propose_somewhere();
             }
+            if self.reconfig && self.rng.chance(15) {
+                self.propose_membership_change();
+            }
             let ids = self.all_ids();
             if self.rng.chance(8) {
                 let id = ids[self.rng.below(ids.len() as u64) as usize];
@@ -586,10 +724,22 @@ impl Sim {
     }
 
     fn check_converged(&self) {
-        let reference = &self.nodes[&self.voters[0]].applied;
+        // The servers of the final membership (the one the most advanced replica applied).
+        let newest = self
+            .nodes
+            .iter()
+            .max_by_key(|(_, n)| n.applied_zxid)
+            .map(|(id, _)| *id)
+            .expect("a server");
+        let (voters, observers) = membership_of(&self.nodes[&newest].applied)
+            .unwrap_or_else(|| (self.voters.clone(), self.observers.clone()));
+        let reference = &self.nodes[&newest].applied;
         for (id, node) in &self.nodes {
+            if !voters.contains(id) && !observers.contains(id) {
+                continue;
+            }
             assert_eq!(
-                node.applied_zxid, self.nodes[&self.voters[0]].applied_zxid,
+                node.applied_zxid, self.nodes[&newest].applied_zxid,
                 "R11: replica {id} did not converge"
             );
             // Compare the suffixes both hold (a snapshot-installed replica holds everything).
@@ -661,6 +811,39 @@ fn five_voters_and_an_observer_survive_the_same_faults() {
         let outcome = std::panic::catch_unwind(|| run_seed(seed * 7919, 5, 1));
         assert!(outcome.is_ok(), "seed {} failed", seed * 7919);
     }
+}
+
+fn run_seed_with_reconfig(seed: u64) -> u64 {
+    let mut sim = Sim::with_spares(seed, 3, 1, 2);
+    sim.reconfig = true;
+    sim.drop_per_mille = 50;
+    sim.dup_per_mille = 30;
+    sim.chaos(3_000);
+    sim.heal(1_500);
+    sim.check_converged();
+    sim.membership_changes
+}
+
+#[test]
+fn voters_and_observers_changed_one_at_a_time_survive_the_same_faults() {
+    let seeds: u64 = std::env::var("ZOO_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut changes = 0;
+    for seed in 1..=seeds {
+        match std::panic::catch_unwind(|| run_seed_with_reconfig(seed * 6_007)) {
+            Ok(n) => changes += n,
+            Err(_) => panic!(
+                "seed {} failed (keep it as a regression test)",
+                seed * 6_007
+            ),
+        }
+    }
+    assert!(
+        changes >= seeds,
+        "the runs changed the membership: {changes}"
+    );
 }
 
 #[test]
@@ -804,4 +987,62 @@ fn a_late_snapshot_offer_does_not_erase_acknowledged_entries_seed_1404() {
     // Found by the simulation: a delayed snapshot at 3:7 reached a follower that had already
     // acknowledged 3:8 and 3:9; installing it dropped them, and a crash then lost a commit.
     run_seed(1404, 3, 0);
+}
+
+#[test]
+fn a_server_with_the_newest_log_but_an_older_term_is_elected_seed_913064() {
+    // Found by the simulation with membership changes: server 1 held the newest log at term
+    // 5 while the others, after elections that ended without a leader, were at terms 15 and
+    // 19. Every pre-vote of server 1 was refused for its term, every other server's for its
+    // log, and no leader was elected again. Refusals now carry the voter's term.
+    run_seed_with_reconfig(913_064);
+}
+
+#[test]
+fn a_server_that_has_not_applied_the_newest_membership_cannot_lead_a_second_leader_seed_330385() {
+    // Found by the simulation with membership changes, when servers adopted a change only
+    // once they applied it: server 3 held the changes that added voters 4 and 6 in its log,
+    // unapplied, and won term 4 with the votes of {1, 2, 3} while server 4 won it with those
+    // of {1, 2, 3, 4, 6}. Each server now uses the newest membership in its log (R13).
+    run_seed_with_reconfig(330_385);
+}
+
+#[test]
+fn a_pre_vote_refusal_carries_the_voters_term_and_older_replies_still_decode() {
+    let reply = Message::PreVoteReply {
+        term: 6,
+        granted: false,
+        current_term: 19,
+    };
+    let mut bytes = Vec::new();
+    encode_message(&reply, &mut bytes);
+    let read = |b: &[u8]| decode_message(&mut crate::jute::Reader::new(b, 1 << 20));
+    assert_eq!(read(&bytes).unwrap(), reply);
+    // A server of the previous version sends no current term.
+    let old = &bytes[..bytes.len() - 8];
+    assert_eq!(
+        read(old).unwrap(),
+        Message::PreVoteReply {
+            term: 6,
+            granted: false,
+            current_term: 6,
+        }
+    );
+    for cut in (0..old.len()).chain(old.len() + 1..bytes.len()) {
+        assert!(read(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    // The refused pre-candidate moves to the voter's term.
+    let mut r = Replica::new(1, vec![1, 2, 3], vec![], Durable::default(), timing(), 7);
+    r.step(2, reply);
+    assert_eq!(r.term(), 19);
+    assert_eq!(r.role(), Role::Follower);
+}
+
+#[test]
+fn a_server_added_by_a_change_it_has_not_received_still_votes_seed_612714() {
+    // Found by the simulation with membership changes: the newest membership made servers 4
+    // and 5 voters, but their logs were far behind and still called them observers, so they
+    // refused every vote and no leader could be elected. Votes are now granted whatever the
+    // voter's own membership says; a candidate counts only its own voters.
+    run_seed_with_reconfig(612_714);
 }

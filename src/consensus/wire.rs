@@ -21,10 +21,15 @@ pub fn encode_message(message: &Message, out: &mut Vec<u8>) {
             out.put_i64(*term as i64);
             out.put_i64(*last_zxid);
         }
-        Message::PreVoteReply { term, granted } => {
+        Message::PreVoteReply {
+            term,
+            granted,
+            current_term,
+        } => {
             out.put_u8(PRE_VOTE_REPLY);
             out.put_i64(*term as i64);
             out.put_bool(*granted);
+            out.put_i64(*current_term as i64);
         }
         Message::Vote { term, last_zxid } => {
             out.put_u8(VOTE);
@@ -86,10 +91,17 @@ pub fn decode_message(r: &mut Reader<'_>) -> DecodeResult<Message> {
             term: term(r)?,
             last_zxid: r.read_i64()?,
         },
-        PRE_VOTE_REPLY => Message::PreVoteReply {
-            term: term(r)?,
-            granted: r.read_bool()?,
-        },
+        PRE_VOTE_REPLY => {
+            let asked = term(r)?;
+            let granted = r.read_bool()?;
+            // Older servers sent no current term: take the one asked about (no catch-up).
+            let current_term = if r.remaining() > 0 { term(r)? } else { asked };
+            Message::PreVoteReply {
+                term: asked,
+                granted,
+                current_term,
+            }
+        }
         VOTE => Message::Vote {
             term: term(r)?,
             last_zxid: r.read_i64()?,

@@ -847,6 +847,10 @@ fn prep(
             version,
         } => {
             path::validate(p)?;
+            // The membership changes only through reconfig's checks (R13).
+            if p == "/zookeeper/config" {
+                return Err(ZkError::BadArguments);
+            }
             let node = tree.get(p).ok_or(ZkError::NoNode)?;
             require(&node.acl, perms::WRITE, auth)?;
             let new_version = check_version(node.version, *version)?;

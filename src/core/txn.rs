@@ -192,6 +192,9 @@ fn put_data(data: &Option<Arc<[u8]>>, out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes `TxnHeader::encode` writes: session id, xid, time (the zxid is the record's).
+pub const TXN_HEADER_BYTES: usize = 20;
+
 impl TxnHeader {
     /// Encodes everything but the zxid, which the log record carries.
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -212,6 +215,19 @@ impl TxnHeader {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_header_is_txn_header_bytes_long() {
+        let mut out = Vec::new();
+        TxnHeader {
+            session_id: 1,
+            xid: 2,
+            zxid: 3,
+            time_ms: 4,
+        }
+        .encode(&mut out);
+        assert_eq!(out.len(), TXN_HEADER_BYTES);
+    }
+
     use super::*;
     use crate::jute::records::{Acl, Id};
 

@@ -180,12 +180,24 @@ pub fn respond(shard: &Shard, command: &str, tree: Option<Arc<DataTree>>) -> Str
                 ),
             ];
             let mut rows = rows;
+            if let Some(state) = stats.mode().peer_state() {
+                rows.push(("zk_peer_state", state.to_owned()));
+                rows.push(("zk_quorum_size", commit.voters.load(Relaxed).to_string()));
+            }
             if stats.mode() == crate::server::stats::ServerMode::Leader {
                 rows.push(("zk_learners", commit.learners.load(Relaxed).to_string()));
                 rows.push(("zk_followers", commit.followers.load(Relaxed).to_string()));
                 rows.push((
                     "zk_synced_followers",
                     commit.synced_followers.load(Relaxed).to_string(),
+                ));
+                rows.push((
+                    "zk_synced_observers",
+                    commit.synced_observers.load(Relaxed).to_string(),
+                ));
+                rows.push((
+                    "zk_pending_syncs",
+                    commit.pending_syncs.load(Relaxed).to_string(),
                 ));
             }
             for (key, value) in rows {

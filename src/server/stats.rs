@@ -93,6 +93,18 @@ impl ServerMode {
         }
     }
 
+    /// ZooKeeper's `zk_peer_state` (its state and Zab phase) for a member of an ensemble;
+    /// `None` standalone, where ZooKeeper prints none.
+    pub fn peer_state(self) -> Option<&'static str> {
+        match self {
+            ServerMode::Standalone => None,
+            ServerMode::Leader => Some("leading - broadcast"),
+            ServerMode::Follower => Some("following - broadcast"),
+            ServerMode::Observer => Some("observing - broadcast"),
+            ServerMode::Looking | ServerMode::ReadOnly => Some("looking - election"),
+        }
+    }
+
     /// The word ZooKeeper prints after `Mode:` and as `zk_server_state`.
     pub fn name(self) -> &'static str {
         match self {
@@ -117,6 +129,12 @@ pub struct CommitStats {
     /// (after any reconfig; leader only).
     pub followers: AtomicU64,
     pub learners: AtomicU64,
+    /// Observers that have the leader's committed state, and learners being sent a
+    /// catch-up snapshot (leader only).
+    pub synced_observers: AtomicU64,
+    pub pending_syncs: AtomicU64,
+    /// Voters in the membership in force (ZooKeeper's `zk_quorum_size`).
+    pub voters: AtomicU64,
     /// The leader this server follows; -1 when none.
     pub leader_id: AtomicI64,
     pub last_zxid: AtomicI64,

@@ -186,6 +186,36 @@ fn close_session_deletes_ephemerals_and_session() {
 }
 
 #[test]
+fn the_membership_node_is_not_written_by_set_data_even_by_the_super_user() {
+    let config = CoreConfig {
+        skip_acl: true,
+        ..Default::default()
+    };
+    let mut core = CommitCore::new(config, 0);
+    let owner = ConnectionRef {
+        shard: 0,
+        connection_id: 1,
+    };
+    let (Attach::Attached { session_id, .. }, _) =
+        core.create_session(10_000, [1; 16], owner, 0, &mut Vec::new())
+    else {
+        panic!()
+    };
+    let set = Request::SetData {
+        path: "/zookeeper/config".into(),
+        data: Some(b"server.1=h:1:2:participant".to_vec().into()),
+        version: -1,
+    };
+    assert_eq!(
+        write(&mut core, session_id, set.clone()).reply.err,
+        ZkError::BadArguments.code(),
+        "only reconfig changes the membership"
+    );
+    let multi = write(&mut core, session_id, Request::Multi(vec![set]));
+    assert!(multi.txn.is_none(), "nor inside a multi");
+}
+
+#[test]
 fn reconfig_is_validated_then_refused_in_standalone() {
     let mut config = CoreConfig::default();
     let reconfig = |joining: &str| Request::Reconfig {

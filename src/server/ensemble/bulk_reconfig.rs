@@ -26,8 +26,8 @@ pub(super) struct BulkReconfig {
     new_voters: Vec<NodeId>,
     /// Memberships still to propose, in order; the last is the one asked for.
     steps: VecDeque<Vec<Member>>,
-    /// The zxid of the step proposed last (0 before the first), and whether it changed no
-    /// voter (the observer step that brings the new voters in).
+    /// The zxid of the step proposed last (before the first, what was applied), and whether
+    /// it changed no voter (the observer step that brings the new voters in).
     in_flight: (i64, bool),
     /// When that step was proposed (wall clock, ms).
     since: i64,
@@ -69,7 +69,8 @@ impl Ensemble {
             original,
             new_voters,
             steps: steps.into(),
-            in_flight: (0, false),
+            // An observer to be promoted must hold what is applied before the first step.
+            in_flight: (self.applied.last_zxid(), false),
             since: now,
             queued: Vec::new(),
         });
@@ -93,19 +94,22 @@ impl Ensemble {
         }
     }
 
-    /// Proposes the next step once the previous one is applied and its new voter caught up;
-    /// answers the client after the last. Called after every cycle and tick on the leader.
+    /// Proposes the next step once the one before is applied and every new voter that is a
+    /// member holds it; answers the client after the last. Called after every cycle and tick
+    /// on the leader.
     pub(super) fn advance_bulk_reconfig(&mut self, now: i64) {
         let Some(bulk) = self.bulk_reconfig.as_ref() else {
             return;
         };
         let (zxid, changed_no_voter) = bulk.in_flight;
         let applied = self.applied.last_zxid() >= zxid;
+        // New voters count once they are members (the first step brings them in).
         let behind: Vec<NodeId> = bulk
             .new_voters
             .iter()
             .copied()
-            .filter(|id| zxid > 0 && self.replica.matched(*id) < zxid)
+            .filter(|id| self.replica.peers().any(|p| p == *id))
+            .filter(|id| self.replica.matched(*id) < zxid)
             .collect();
         if !applied {
             return;

@@ -169,7 +169,9 @@ impl Ensemble {
         self.rebase.abandon();
         self.applied = CommitCore::restore(config, loaded.tree, sessions, wall_clock_ms());
         self.restart_log(zxid).await;
-        self.replica.snapshot_installed(zxid);
+        let members = self.applied.membership().map(|m| split_roles(&m.members));
+        self.replica.snapshot_installed(zxid, members);
+        self.learn_members(self.applied.membership().map(|m| m.members));
         self.publisher.changed();
         self.publisher.force();
         self.triggers.clear();

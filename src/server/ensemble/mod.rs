@@ -106,7 +106,8 @@ struct Ensemble {
     peers: HashMap<NodeId, LocalSender<Arc<Vec<u8>>>>,
     stats: Arc<ServerStats>,
     held: VecDeque<(i64, Held)>,
-    /// Forwarded requests waiting for the leader's answer.
+    /// Forwarded requests waiting for the leader's answer, with the time their
+    /// FORWARD_TIMEOUT_MS counts from.
     forwarded_writes: HashMap<u64, (ConnectionRef, i64)>,
     /// Follower: per client connection, its next forward seq and the request ids of its
     /// forwarded writes not yet answered, in order.
@@ -155,6 +156,11 @@ struct Ensemble {
     rebase: crate::server::rebase::Rebasing,
     /// Leader: a reconfig of several voters, made one voter at a time (`bulk_reconfig.rs`).
     bulk_reconfig: Option<BulkReconfig>,
+    /// Every server's address as last seen in zoo.cfg or a membership change, so that a peer
+    /// the replica takes on (from its log, before the change is applied) can be dialled.
+    known_members: HashMap<NodeId, Member>,
+    /// The replica's membership epoch `peers` was last matched to.
+    dialed_epoch: u64,
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
@@ -256,6 +262,15 @@ pub async fn run(
         append_entries_max: RAFT_APPEND_ENTRIES_MAX,
         snapshot_retry_ticks: 200,
     };
+    let mut known_members: HashMap<NodeId, Member> = HashMap::new();
+    for m in config.members.iter().chain(members.iter()) {
+        known_members.insert(m.id, m.clone());
+    }
+    for e in &entries {
+        for m in members_in_entry(&e.payload).unwrap_or_default() {
+            known_members.insert(m.id, m);
+        }
+    }
     let durable = crate::consensus::Durable {
         hard,
         base_zxid: applied.last_zxid(),
@@ -268,7 +283,8 @@ pub async fn run(
         durable,
         timing,
         u64::from_le_bytes(seed),
-    );
+    )
+    .with_membership_in_log(membership_in_entry);
     let log = match LogWriter::create(&log_dir, replica.last_zxid() + 1).await {
         Ok(log) => log,
         Err(e) => {
@@ -326,10 +342,13 @@ pub async fn run(
         incoming_snapshot: None,
         rebase: Default::default(),
         bulk_reconfig: None,
+        known_members,
+        dialed_epoch: u64::MAX,
         // Read-only session ids: this server's id in the top byte, a distinct range below.
         next_read_only_session: (me << 56) | (0xff << 48) | (wall_clock_ms() & 0xffff_ffff),
         config,
     };
+    ensemble.follow_replica_members();
     ensemble.publish_stats();
     eprintln!(
         "zoo: server {me} joining the ensemble of {} ({} in the log after zxid {:#x})",
@@ -531,10 +550,26 @@ impl Ensemble {
                     let seq = stream.next_seq;
                     let request = self.next_request;
                     self.next_request += 1;
+                    // Counted from when FORWARD_TIMEOUT_MS starts: a reconfig may wait for
+                    // new voters to catch up (bulk_reconfig.rs), and a write is answered only
+                    // after the ones before it on its connection.
+                    let mut timed_from = now;
+                    if matches!(write.request, Request::Reconfig { .. }) {
+                        timed_from += 2
+                            * i64::from(self.config.init_limit)
+                            * i64::from(self.config.tick_time_ms);
+                    }
+                    if let Some((_, previous)) = stream
+                        .outstanding
+                        .back()
+                        .and_then(|(r, _)| self.forwarded_writes.get(r))
+                    {
+                        timed_from = timed_from.max(*previous);
+                    }
                     stream.outstanding.push_back((request, seq));
                     let oldest = stream.outstanding.front().map_or(seq, |(_, s)| *s);
                     self.forwarded_writes
-                        .insert(request, (connection, wall_clock_ms()));
+                        .insert(request, (connection, timed_from));
                     let message = PeerMessage::ForwardWrite {
                         request,
                         session_id: write.session_id,
@@ -832,7 +867,8 @@ impl Ensemble {
         self.spec_triggers.clear();
         self.spec_sessions.clear();
         self.epoch_start = i64::MAX;
-        let applied = self.applied.last_zxid();
+        // Committed answers are kept: their state is applied here whatever the leader.
+        let applied = self.applied.last_zxid().max(self.replica.commit());
         let pending: Vec<(i64, Held)> = self.held.drain(..).collect();
         for (ready_at, held) in pending {
             let connection = match &held {
@@ -885,6 +921,11 @@ impl Ensemble {
                 std::process::exit(1);
             }
             let mut to_persist = ready.to_persist;
+            for e in &to_persist {
+                let members = members_in_entry(&e.payload);
+                self.learn_members(members);
+            }
+            self.follow_replica_members();
             let mut installed = false;
             if let Some((zxid, data)) = ready.install_snapshot {
                 installed = self.install_snapshot(zxid, &data).await;
@@ -1073,22 +1114,47 @@ impl Ensemble {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let me = self.me;
-        self.peers
-            .retain(|id, _| members.iter().any(|m| m.id == *id));
-        for m in members.iter().filter(|m| m.id != me) {
-            if !self.peers.contains_key(&m.id)
-                && let Some(tx) = dial_member(me, m)
-            {
-                self.peers.insert(m.id, tx);
-            }
-        }
-        self.replica.set_membership(
-            members.iter().filter(|m| !m.observer).map(|m| m.id),
-            members.iter().filter(|m| m.observer).map(|m| m.id),
-        );
+        // The replica took this membership on when the change reached its log (R13).
+        self.learn_members(Some(members.clone()));
         self.members = members;
         self.members_version = version;
+    }
+
+    /// Remembers the addresses in a membership change.
+    pub(super) fn learn_members(&mut self, members: Option<Vec<Member>>) {
+        for m in members.unwrap_or_default() {
+            self.known_members.insert(m.id, m);
+        }
+    }
+
+    /// Connects to every peer of the replica's membership and drops the others, except the
+    /// leader: the replica changes membership as soon as a change is in its log, and a leader
+    /// that removed itself leads until that change is committed, so its appends must still be
+    /// answered.
+    pub(super) fn follow_replica_members(&mut self) {
+        let epoch = self.replica.membership_epoch();
+        if epoch == self.dialed_epoch {
+            return;
+        }
+        self.dialed_epoch = epoch;
+        let me = self.me;
+        let wanted: Vec<NodeId> = self.replica.peers().collect();
+        let leader = self.replica.leader();
+        self.peers
+            .retain(|id, _| wanted.contains(id) || Some(*id) == leader);
+        for id in wanted {
+            if self.peers.contains_key(&id) {
+                continue;
+            }
+            match self.known_members.get(&id) {
+                Some(m) => {
+                    if let Some(tx) = dial_member(me, m) {
+                        self.peers.insert(id, tx);
+                    }
+                }
+                None => eprintln!("zoo: server {me}: no address known for server {id}"),
+            }
+        }
     }
 
     fn note_synced(&mut self) {
@@ -1177,11 +1243,67 @@ impl Ensemble {
         self.stats.commit.followers.store(followers as u64, Relaxed);
         let learners = self.replica.peers().count();
         self.stats.commit.learners.store(learners as u64, Relaxed);
+        self.stats.commit.voters.store(voters.len() as u64, Relaxed);
+        self.stats
+            .commit
+            .synced_observers
+            .store(self.replica.synced_observers() as u64, Relaxed);
+        self.stats
+            .commit
+            .pending_syncs
+            .store(self.replica.pending_syncs() as u64, Relaxed);
         self.stats
             .commit
             .leader_id
             .store(self.replica.leader().unwrap_or(-1), Relaxed);
     }
+}
+
+/// Voter ids and observer ids of a membership.
+fn split_roles(members: &[Member]) -> (Vec<NodeId>, Vec<NodeId>) {
+    let ids = |observer: bool| {
+        members
+            .iter()
+            .filter(|m| m.observer == observer)
+            .map(|m| m.id)
+            .collect()
+    };
+    (ids(false), ids(true))
+}
+
+/// The membership a log entry writes: `reconfig`'s, or the first leader's, setData of
+/// `/zookeeper/config` (the only writes of it: a client's setData of it is refused).
+fn members_in_entry(payload: &[u8]) -> Option<Vec<Member>> {
+    // Every entry passes here: look at the opcode and path before decoding anything.
+    let at = crate::storage::log::RECORD_HEADER_BYTES + crate::core::txn::TXN_HEADER_BYTES;
+    if !payload.get(at..)?.starts_with(&config_write_prefix()) {
+        return None;
+    }
+    let (_, txn) = crate::storage::log::decode_record(payload).ok()?;
+    let Txn::SetData {
+        data: Some(data), ..
+    } = txn
+    else {
+        return None;
+    };
+    let text = std::str::from_utf8(&data).ok()?;
+    let membership = crate::core::membership::Membership::parse(text).ok()?;
+    (!membership.members.is_empty()).then_some(membership.members)
+}
+
+/// What a setData of `/zookeeper/config` starts with after the txn header: its opcode and
+/// the path, as `Txn::encode` writes them.
+fn config_write_prefix() -> [u8; 25] {
+    let mut out = [0u8; 25];
+    out[..4].copy_from_slice(&crate::jute::records::opcode::SET_DATA.to_be_bytes());
+    out[4..8].copy_from_slice(&17i32.to_be_bytes());
+    out[8..].copy_from_slice(b"/zookeeper/config");
+    out
+}
+
+/// For `Replica::with_membership_in_log`: voter and observer ids of a membership change.
+fn membership_in_entry(payload: &[u8]) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+    members_in_entry(payload).map(|m| split_roles(&m))
 }
 
 fn not_leader_reply() -> WriteReply {
@@ -1191,5 +1313,51 @@ fn not_leader_reply() -> WriteReply {
         err: crate::error::ZkError::ConnectionLoss.code(),
         body: Vec::new(),
         close_connection: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(txn: &Txn) -> Vec<u8> {
+        let header = TxnHeader {
+            session_id: 7,
+            xid: 3,
+            zxid: 0x1_0000_0005,
+            time_ms: 9,
+        };
+        let mut out = Vec::new();
+        encode_record(&header, txn, &mut out);
+        out
+    }
+
+    #[test]
+    fn membership_changes_are_found_in_log_entries_and_nothing_else_is() {
+        let text = "server.1=h:1:2:participant\nserver.2=h:3:4:participant\n\
+                    server.3=h:5:6:observer;2181\nversion=100000005";
+        let config = record(&Txn::SetData {
+            path: "/zookeeper/config".into(),
+            data: Some(text.as_bytes().into()),
+            version: 1,
+        });
+        let members = members_in_entry(&config).expect("a membership change");
+        assert_eq!(members.len(), 3);
+        assert_eq!(membership_in_entry(&config), Some((vec![1, 2], vec![3])));
+        let other = record(&Txn::SetData {
+            path: "/zookeeper/configs".into(),
+            data: Some(text.as_bytes().into()),
+            version: 1,
+        });
+        assert_eq!(members_in_entry(&other), None);
+        let create = record(&Txn::Create {
+            path: "/zookeeper/config".into(),
+            data: Some(text.as_bytes().into()),
+            acl: crate::core::acl::open_acl_unsafe().into(),
+            ephemeral_owner: 0,
+            parent_cversion: 0,
+        });
+        assert_eq!(members_in_entry(&create), None);
+        assert_eq!(members_in_entry(&config[..30]), None, "a short payload");
     }
 }
