@@ -333,25 +333,7 @@ fn reconfig_adds_and_removes_a_voter_under_write_load_without_losing_writes() {
     joiner.start_again();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ports: Vec<u16> = ensemble.servers.iter().map(|s| s.port()).collect();
-    let writer = {
-        let stop = stop.clone();
-        let port = ports[1];
-        std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            let mut client = connect(port);
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let path = format!("/load-{i}");
-                i += 1;
-                match client.try_create(&path, b"x", PERSISTENT) {
-                    Ok(Ok(_)) => acked.push(path),
-                    Ok(Err(_)) => {}
-                    Err(_) => client = connect(port),
-                }
-            }
-            acked
-        })
-    };
+    let writer = create_until_stopped(ports[1], stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     let mut admin = connect(ports[2]);
     let config = reconfig(&mut admin, &spec, "").expect("add server 4");
@@ -378,15 +360,7 @@ fn reconfig_adds_and_removes_a_voter_under_write_load_without_losing_writes() {
     assert!(acked.len() > 10, "the load made progress: {}", acked.len());
     ensemble.servers[0].stop();
     let remaining = [ports[1], ports[2], joiner.port()];
-    for port in remaining {
-        wait_for_long("every acknowledged write on the new ensemble", || {
-            let present = children(port, "/");
-            acked
-                .iter()
-                .all(|p| present.contains(&p[1..]))
-                .then_some(())
-        });
-    }
+    wait_for_every_acknowledged_write(&remaining, &acked);
     // The three remaining voters still commit without server 1.
     let mut c = connect(joiner.port());
     c.create("/after-reconfig", b"", PERSISTENT).unwrap();
@@ -395,6 +369,41 @@ fn reconfig_adds_and_removes_a_voter_under_write_load_without_losing_writes() {
             .filter(|m| m.contains("zk_followers\t2") && m.contains("zk_learners\t2"))
             .map(|_| ())
     });
+}
+
+/// Creates `/load-N` through server `port` until `stop`; returns the paths acknowledged.
+fn create_until_stopped(
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut client = connect(port);
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let path = format!("/load-{i}");
+            i += 1;
+            match client.try_create(&path, b"x", PERSISTENT) {
+                Ok(Ok(_)) => acked.push(path),
+                Ok(Err(_)) => {}
+                Err(_) => client = connect(port),
+            }
+        }
+        acked
+    })
+}
+
+/// Waits until each of `ports` has every path in `acked` (children of `/`).
+fn wait_for_every_acknowledged_write(ports: &[u16], acked: &[String]) {
+    for port in ports {
+        wait_for_long("every acknowledged write on the new ensemble", || {
+            let present = children(*port, "/");
+            acked
+                .iter()
+                .all(|p| present.contains(&p[1..]))
+                .then_some(())
+        });
+    }
 }
 
 /// `mntr` of whichever of `ports` says it leads.
@@ -449,25 +458,7 @@ fn reconfig_replaces_two_voters_in_one_request_under_write_load_without_losing_w
     four.start_again();
     five.start_again();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let port = ports[2];
-        std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            let mut client = connect(port);
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let path = format!("/load-{i}");
-                i += 1;
-                match client.try_create(&path, b"x", PERSISTENT) {
-                    Ok(Ok(_)) => acked.push(path),
-                    Ok(Err(_)) => {}
-                    Err(_) => client = connect(port),
-                }
-            }
-            acked
-        })
-    };
+    let writer = create_until_stopped(ports[2], stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     // Bulk form: server 3 stays, 1 and 2 (one of them possibly the leader) give way to 4, 5.
     let server3 = ensemble
@@ -504,15 +495,7 @@ fn reconfig_replaces_two_voters_in_one_request_under_write_load_without_losing_w
     ensemble.servers[0].stop();
     ensemble.servers[1].stop();
     let remaining = [ports[2], four.port(), five.port()];
-    for port in remaining {
-        wait_for_long("every acknowledged write on the new ensemble", || {
-            let present = children(port, "/");
-            acked
-                .iter()
-                .all(|p| present.contains(&p[1..]))
-                .then_some(())
-        });
-    }
+    wait_for_every_acknowledged_write(&remaining, &acked);
     // The new voters commit without servers 1 and 2.
     let mut c = connect(four.port());
     c.create("/after-the-replacement", b"", PERSISTENT).unwrap();

@@ -540,11 +540,14 @@ impl Replica {
                     self.election_elapsed = 0;
                     // Check quorum: a leader that cannot hear a majority steps down, so that a
                     // partitioned leader stops accepting writes it can never commit.
-                    let active = 1 + self
-                        .progress
-                        .iter()
-                        .filter(|(id, p)| self.voters.contains(id) && p.active)
-                        .count();
+                    // A leader that removed itself (leading until that commits) is not one of
+                    // the majority.
+                    let active = usize::from(self.voters.contains(&self.id))
+                        + self
+                            .progress
+                            .iter()
+                            .filter(|(id, p)| self.voters.contains(id) && p.active)
+                            .count();
                     for p in self.progress.values_mut() {
                         p.active = false;
                     }
@@ -1000,7 +1003,9 @@ impl Replica {
             })
             .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.quorum() - 1];
+        let Some(&candidate) = matched.get(self.quorum() - 1) else {
+            return;
+        };
         // Only an entry of the current term commits by counting (Raft §5.4.2); earlier ones
         // commit with it.
         if candidate > self.commit && zxid_term(candidate) == self.hard.term {

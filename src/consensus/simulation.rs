@@ -465,13 +465,16 @@ impl Sim {
         }
     }
 
-    fn propose_somewhere(&mut self) {
-        let leaders: Vec<NodeId> = self
-            .nodes
+    fn up_leaders(&self) -> Vec<NodeId> {
+        self.nodes
             .iter()
             .filter(|(_, n)| n.up && n.replica.role() == Role::Leader)
             .map(|(id, _)| *id)
-            .collect();
+            .collect()
+    }
+
+    fn propose_somewhere(&mut self) {
+        let leaders = self.up_leaders();
         for id in leaders {
             self.next_client_op += 1;
             if self.txns.is_some() {
@@ -495,12 +498,7 @@ impl Sim {
     /// added or removed.
     fn propose_membership_change(&mut self) {
         let ids = self.all_ids();
-        let leaders: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.up && n.replica.role() == Role::Leader)
-            .map(|(id, _)| *id)
-            .collect();
+        let leaders = self.up_leaders();
         for id in leaders {
             let node = &self.nodes[&id];
             let term = node.replica.term();
@@ -1018,14 +1016,14 @@ fn a_pre_vote_refusal_carries_the_voters_term_and_older_replies_still_decode() {
     encode_message(&reply, &mut bytes);
     let read = |b: &[u8]| decode_message(&mut crate::jute::Reader::new(b, 1 << 20));
     assert_eq!(read(&bytes).unwrap(), reply);
-    // A server of the previous version sends no current term.
+    // A server of the previous version sends no current term: read as 0, which moves no one.
     let old = &bytes[..bytes.len() - 8];
     assert_eq!(
         read(old).unwrap(),
         Message::PreVoteReply {
             term: 6,
             granted: false,
-            current_term: 6,
+            current_term: 0,
         }
     );
     for cut in (0..old.len()).chain(old.len() + 1..bytes.len()) {
@@ -1045,4 +1043,149 @@ fn a_server_added_by_a_change_it_has_not_received_still_votes_seed_612714() {
     // refused every vote and no leader could be elected. Votes are now granted whatever the
     // voter's own membership says; a candidate counts only its own voters.
     run_seed_with_reconfig(612_714);
+}
+
+fn entry(term: u64, counter: u32, payload: &[u8]) -> Entry {
+    Entry {
+        zxid: make_zxid(term, counter),
+        payload: Arc::from(payload),
+    }
+}
+
+#[test]
+fn membership_follows_the_log_through_truncation_compaction_and_snapshots() {
+    let mut r = Replica::new(2, vec![1, 2, 3], vec![], Durable::default(), timing(), 1)
+        .with_membership_in_log(parse_cfg);
+    let voters = |r: &Replica| r.voters().iter().copied().collect::<Vec<_>>();
+    r.step(
+        1,
+        Message::Append {
+            term: 1,
+            prev_zxid: 0,
+            entries: vec![entry(1, 1, b"noop"), entry(1, 2, b"cfg:1,2,3,4;")],
+            commit: 0,
+        },
+    );
+    assert_eq!(
+        voters(&r),
+        vec![1, 2, 3, 4],
+        "in force once in the log, uncommitted"
+    );
+    // Leader 3 of term 2 never had (1, 2): it is cut, and its membership with it.
+    r.step(
+        3,
+        Message::Append {
+            term: 2,
+            prev_zxid: make_zxid(1, 1),
+            entries: vec![entry(2, 1, b"x")],
+            commit: 0,
+        },
+    );
+    assert_eq!(voters(&r), vec![1, 2, 3], "back to the one before");
+    r.step(
+        3,
+        Message::Append {
+            term: 2,
+            prev_zxid: make_zxid(2, 1),
+            entries: vec![entry(2, 2, b"cfg:1,2,3,5;")],
+            commit: make_zxid(2, 2),
+        },
+    );
+    r.persisted(make_zxid(2, 2));
+    r.compact(make_zxid(2, 2));
+    assert_eq!(r.log_len(), 0);
+    assert_eq!(
+        voters(&r),
+        vec![1, 2, 3, 5],
+        "a compacted change stays in force"
+    );
+    let epoch = r.membership_epoch();
+    r.snapshot_installed(make_zxid(2, 9), Some((vec![1, 2], vec![9])));
+    assert_eq!(voters(&r), vec![1, 2]);
+    assert_eq!(r.peers().collect::<Vec<_>>(), vec![1, 9]);
+    assert!(r.membership_epoch() > epoch, "the driver is told");
+    r.snapshot_installed(make_zxid(2, 10), None);
+    assert_eq!(voters(&r), vec![1, 2], "a snapshot without one keeps it");
+}
+
+#[test]
+fn a_server_outside_its_own_membership_still_grants_its_vote() {
+    // Server 4 observes as far as its log knows; the candidate's membership may make it a
+    // voter, and only the candidate counts votes.
+    let mut r = Replica::new(4, vec![1, 2, 3], vec![4], Durable::default(), timing(), 1)
+        .with_membership_in_log(parse_cfg);
+    assert_eq!(r.role(), Role::Observer);
+    r.step(
+        1,
+        Message::Vote {
+            term: 1,
+            last_zxid: 0,
+        },
+    );
+    let ready = r.take_ready();
+    assert!(
+        ready.messages.iter().any(|(to, m, _)| *to == 1
+            && *m
+                == Message::VoteReply {
+                    term: 1,
+                    granted: true
+                }),
+        "{:?}",
+        ready.messages
+    );
+}
+
+#[test]
+fn a_leader_that_removes_itself_commits_the_change_tells_the_others_then_steps_down() {
+    let mut sim = Sim::new(21, 3, 0);
+    sim.heal(100);
+    let leader = *sim
+        .nodes
+        .iter()
+        .find(|(_, n)| n.replica.role() == Role::Leader)
+        .expect("a leader")
+        .0;
+    let others: Vec<NodeId> = sim
+        .voters
+        .iter()
+        .copied()
+        .filter(|v| *v != leader)
+        .collect();
+    let payload = cfg_payload(&others, &[]);
+    let zxid = sim
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .replica
+        .propose(|_| payload.into())
+        .expect("proposed");
+    let node = &sim.nodes[&leader];
+    assert_eq!(
+        node.replica.role(),
+        Role::Leader,
+        "leads until the change commits"
+    );
+    assert!(!node.replica.voters().contains(&leader));
+    for _ in 0..30 {
+        sim.tick_all();
+    }
+    assert_ne!(
+        sim.nodes[&leader].replica.role(),
+        Role::Leader,
+        "then steps down"
+    );
+    for o in &others {
+        assert!(
+            sim.nodes[o].applied_zxid >= zxid,
+            "server {o} was told the commit point and applied the change"
+        );
+    }
+    sim.heal(300);
+    let new_leader = sim
+        .nodes
+        .iter()
+        .find(|(_, n)| n.replica.role() == Role::Leader)
+        .map(|(id, _)| *id);
+    assert!(new_leader.is_some_and(|l| others.contains(&l)));
+    sim.check_converged();
 }

@@ -94,8 +94,9 @@ pub fn decode_message(r: &mut Reader<'_>) -> DecodeResult<Message> {
         PRE_VOTE_REPLY => {
             let asked = term(r)?;
             let granted = r.read_bool()?;
-            // Older servers sent no current term: take the one asked about (no catch-up).
-            let current_term = if r.remaining() > 0 { term(r)? } else { asked };
+            // Servers of the previous version send no current term: 0, which moves no one.
+            // (They cannot decode this longer reply themselves: see CONFORMANCE.md.)
+            let current_term = if r.remaining() > 0 { term(r)? } else { 0 };
             Message::PreVoteReply {
                 term: asked,
                 granted,

@@ -366,7 +366,14 @@ pub async fn dial(me: i64, peer: i64, address: SocketAddr, frames: LocalReceiver
             Err(_) => {
                 // Unreachable: what is queued for it would only go stale (replication resends
                 // from where the peer is when it comes back), so it is dropped, not hoarded.
-                while let Some(Some(_)) = futures_lite::future::poll_once(frames.recv()).await {}
+                // Once the server no longer wants this peer (its sender is gone), stop.
+                loop {
+                    match futures_lite::future::poll_once(frames.recv()).await {
+                        Some(Some(_)) => {}
+                        Some(None) => return,
+                        None => break,
+                    }
+                }
                 glommio::timer::sleep(Duration::from_millis(PEER_RECONNECT_MS)).await;
                 continue;
             }

@@ -9,7 +9,11 @@ fn open() -> Vec<Acl> {
 }
 
 fn core_with_session() -> (CommitCore, i64) {
-    let mut core = CommitCore::new(CoreConfig::default(), 1_000);
+    core_with_session_in(CoreConfig::default())
+}
+
+fn core_with_session_in(config: CoreConfig) -> (CommitCore, i64) {
+    let mut core = CommitCore::new(config, 1_000);
     let owner = ConnectionRef {
         shard: 0,
         connection_id: 1,
@@ -187,20 +191,10 @@ fn close_session_deletes_ephemerals_and_session() {
 
 #[test]
 fn the_membership_node_is_not_written_by_set_data_even_by_the_super_user() {
-    let config = CoreConfig {
+    let (mut core, session_id) = core_with_session_in(CoreConfig {
         skip_acl: true,
         ..Default::default()
-    };
-    let mut core = CommitCore::new(config, 0);
-    let owner = ConnectionRef {
-        shard: 0,
-        connection_id: 1,
-    };
-    let (Attach::Attached { session_id, .. }, _) =
-        core.create_session(10_000, [1; 16], owner, 0, &mut Vec::new())
-    else {
-        panic!()
-    };
+    });
     let set = Request::SetData {
         path: "/zookeeper/config".into(),
         data: Some(b"server.1=h:1:2:participant".to_vec().into()),

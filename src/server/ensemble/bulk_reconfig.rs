@@ -8,7 +8,8 @@
 //!
 //! If the new voters do not catch up within `initLimit × tickTime` of the first step, that
 //! step is undone (an observer-only change) and the client gets NEWCONFIGNOQUORUM, as from
-//! ZooKeeper: no voter changed. If one falls behind later, the reconfig stops there with
+//! ZooKeeper: no voter changed. If one falls behind later (each wait is bounded by
+//! `initLimit × tickTime`, all of them by twice that), the reconfig stops there with
 //! NEWCONFIGNOQUORUM and the steps already committed stay (the config text says which). If the
 //! leader loses its leadership midway, the client's connection is closed, as for any write
 //! whose outcome it cannot report; the steps committed so far stay.
@@ -29,8 +30,9 @@ pub(super) struct BulkReconfig {
     /// The zxid of the step proposed last (before the first, what was applied), and whether
     /// it changed no voter (the observer step that brings the new voters in).
     in_flight: (i64, bool),
-    /// When that step was proposed (wall clock, ms).
+    /// When that step was proposed, and when the first was (wall clock, ms).
     since: i64,
+    started: i64,
     /// Later writes of the same session, proposed once the reconfig is answered.
     queued: Vec<(Origin, WriteRequest)>,
 }
@@ -72,6 +74,7 @@ impl Ensemble {
             // An observer to be promoted must hold what is applied before the first step.
             in_flight: (self.applied.last_zxid(), false),
             since: now,
+            started: now,
             queued: Vec::new(),
         });
         self.advance_bulk_reconfig(now);
@@ -115,8 +118,10 @@ impl Ensemble {
             return;
         }
         if !behind.is_empty() {
+            // Each wait is bounded, and all of them together by twice that (a follower that
+            // forwarded the request waits that much longer for its answer: mod.rs).
             let limit = i64::from(self.config.init_limit) * i64::from(self.config.tick_time_ms);
-            if now - bulk.since > limit {
+            if now - bulk.since > limit || now - bulk.started > 2 * limit {
                 eprintln!(
                     "zoo: server {}: reconfig stopped: {behind:?} did not catch up within \
                      initLimit × tickTime ({limit} ms)",

@@ -169,9 +169,14 @@ impl Ensemble {
         self.rebase.abandon();
         self.applied = CommitCore::restore(config, loaded.tree, sessions, wall_clock_ms());
         self.restart_log(zxid).await;
-        let members = self.applied.membership().map(|m| split_roles(&m.members));
-        self.replica.snapshot_installed(zxid, members);
-        self.learn_members(self.applied.membership().map(|m| m.members));
+        let members = self
+            .applied
+            .membership()
+            .map(|m| m.members)
+            .filter(|m| m.iter().any(|x| !x.observer));
+        self.replica
+            .snapshot_installed(zxid, members.as_ref().map(|m| split_roles(m)));
+        self.learn_members(members);
         self.publisher.changed();
         self.publisher.force();
         self.triggers.clear();

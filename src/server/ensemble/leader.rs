@@ -80,8 +80,13 @@ impl Ensemble {
         if matches!(write.request, Request::Reconfig { .. }) {
             let version = |c: &CommitCore| c.membership().map_or(0, |m| m.version);
             let spec = self.speculative.as_ref().expect("leader");
-            if version(spec) != version(&self.applied) || self.bulk_reconfig.is_some() {
-                // One change at a time: the previous one is not committed yet.
+            // One change at a time: the previous one is not committed yet. Nor before the
+            // leader's first entry of its term is (Raft's single-server changes: a change
+            // proposed earlier could overlap one of a previous leader that never committed).
+            if version(spec) != version(&self.applied)
+                || self.bulk_reconfig.is_some()
+                || self.applied.last_zxid() < self.epoch_start
+            {
                 let reply = WriteReply {
                     xid: write.xid,
                     zxid: self.applied.last_zxid(),

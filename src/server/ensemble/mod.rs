@@ -83,6 +83,17 @@ enum Held {
         session_id: i64,
         password: [u8; 16],
     },
+    /// A close that waits for the committed answers queued before it (`close`).
+    Close(ConnectionRef),
+}
+
+impl Held {
+    fn connection(&self) -> ConnectionRef {
+        match self {
+            Held::Write(c, _) | Held::Close(c) => *c,
+            Held::Connect { connection, .. } => *connection,
+        }
+    }
 }
 
 /// What the durable state of a restarted replicated server holds.
@@ -159,8 +170,10 @@ struct Ensemble {
     /// Every server's address as last seen in zoo.cfg or a membership change, so that a peer
     /// the replica takes on (from its log, before the change is applied) can be dialled.
     known_members: HashMap<NodeId, Member>,
-    /// The replica's membership epoch `peers` was last matched to.
-    dialed_epoch: u64,
+    /// The replica's membership epoch and leader `peers` was last matched to, and the
+    /// address each peer was dialled at.
+    dialed: (u64, Option<NodeId>),
+    dialed_addresses: HashMap<NodeId, Member>,
 }
 
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
@@ -228,12 +241,8 @@ pub async fn run(
     };
     let listen_address = quorum_address(&config).expect("validated");
     glommio::spawn_local(peer::listen(listen_address, merged_tx.clone())).detach();
-    let mut peers = HashMap::new();
-    for m in members.iter().filter(|m| m.id != me) {
-        if let Some(tx) = dial_member(me, m) {
-            peers.insert(m.id, tx);
-        }
-    }
+    // Dialled by `follow_replica_members` once the replica says who its peers are.
+    let peers = HashMap::new();
     spawn_timer(merged_tx.clone(), RAFT_TICK_MS, || ToCommit::RaftTick);
     let per_tick = spawn_expiry_and_reap_timers(&config, &merged_tx);
 
@@ -343,7 +352,8 @@ pub async fn run(
         rebase: Default::default(),
         bulk_reconfig: None,
         known_members,
-        dialed_epoch: u64::MAX,
+        dialed: (u64::MAX, None),
+        dialed_addresses: HashMap::new(),
         // Read-only session ids: this server's id in the top byte, a distinct range below.
         next_read_only_session: (me << 56) | (0xff << 48) | (wall_clock_ms() & 0xffff_ffff),
         config,
@@ -445,7 +455,24 @@ impl Ensemble {
         }
     }
 
+    /// Closes `connection` once the answers held for it that are committed have gone out
+    /// (R1: a reply already decided is not lost behind the close); at once if it has none, or
+    /// one that is not committed (that one is dropped: the client retries).
     fn close(&mut self, connection: ConnectionRef) {
+        let committed = self.applied.last_zxid().max(self.replica.commit());
+        let last_held = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.connection() == connection)
+            .map(|(z, _)| *z)
+            .max();
+        match last_held {
+            Some(z) if z <= committed => self.held.push_back((z, Held::Close(connection))),
+            _ => self.close_now(connection),
+        }
+    }
+
+    fn close_now(&mut self, connection: ConnectionRef) {
         self.reply(
             connection,
             ShardReply::Close {
@@ -870,16 +897,16 @@ impl Ensemble {
         // Committed answers are kept: their state is applied here whatever the leader.
         let applied = self.applied.last_zxid().max(self.replica.commit());
         let pending: Vec<(i64, Held)> = self.held.drain(..).collect();
+        let mut dropped = Vec::new();
         for (ready_at, held) in pending {
-            let connection = match &held {
-                Held::Write(c, _) => *c,
-                Held::Connect { connection, .. } => *connection,
-            };
             if ready_at <= applied {
                 self.held.push_back((ready_at, held));
             } else {
-                self.close(connection);
+                dropped.push(held.connection());
             }
+        }
+        for connection in dropped {
+            self.close(connection);
         }
         let writes: Vec<ConnectionRef> = self.forwarded_writes.values().map(|(c, _)| *c).collect();
         for c in writes {
@@ -1120,10 +1147,13 @@ impl Ensemble {
         self.members_version = version;
     }
 
-    /// Remembers the addresses in a membership change.
+    /// Remembers the addresses in a membership change; a changed one is dialled again.
     pub(super) fn learn_members(&mut self, members: Option<Vec<Member>>) {
         for m in members.unwrap_or_default() {
-            self.known_members.insert(m.id, m);
+            if self.known_members.get(&m.id) != Some(&m) {
+                self.dialed = (u64::MAX, None);
+                self.known_members.insert(m.id, m);
+            }
         }
     }
 
@@ -1132,27 +1162,31 @@ impl Ensemble {
     /// that removed itself leads until that change is committed, so its appends must still be
     /// answered.
     pub(super) fn follow_replica_members(&mut self) {
-        let epoch = self.replica.membership_epoch();
-        if epoch == self.dialed_epoch {
+        let leader = self.replica.leader();
+        let state = (self.replica.membership_epoch(), leader);
+        if state == self.dialed {
             return;
         }
-        self.dialed_epoch = epoch;
+        self.dialed = state;
         let me = self.me;
-        let wanted: Vec<NodeId> = self.replica.peers().collect();
-        let leader = self.replica.leader();
-        self.peers
-            .retain(|id, _| wanted.contains(id) || Some(*id) == leader);
+        let mut wanted: Vec<NodeId> = self.replica.peers().collect();
+        wanted.extend(leader.filter(|l| *l != me && !wanted.contains(l)));
+        self.peers.retain(|id, _| wanted.contains(id));
+        self.dialed_addresses.retain(|id, _| wanted.contains(id));
         for id in wanted {
-            if self.peers.contains_key(&id) {
+            let Some(m) = self.known_members.get(&id) else {
+                eprintln!("zoo: server {me}: no address known for server {id}");
+                continue;
+            };
+            // Dialled already, at the address the membership names now.
+            if self.peers.contains_key(&id) && self.dialed_addresses.get(&id) == Some(m) {
                 continue;
             }
-            match self.known_members.get(&id) {
-                Some(m) => {
-                    if let Some(tx) = dial_member(me, m) {
-                        self.peers.insert(id, tx);
-                    }
-                }
-                None => eprintln!("zoo: server {me}: no address known for server {id}"),
+            let m = m.clone();
+            self.peers.remove(&id);
+            if let Some(tx) = dial_member(me, &m) {
+                self.peers.insert(id, tx);
+                self.dialed_addresses.insert(id, m);
             }
         }
     }
@@ -1204,6 +1238,7 @@ impl Ensemble {
                         },
                     );
                 }
+                Held::Close(connection) => self.close_now(connection),
             }
         }
     }
@@ -1288,7 +1323,12 @@ fn members_in_entry(payload: &[u8]) -> Option<Vec<Member>> {
     };
     let text = std::str::from_utf8(&data).ok()?;
     let membership = crate::core::membership::Membership::parse(text).ok()?;
-    (!membership.members.is_empty()).then_some(membership.members)
+    // A membership without a voter is no membership (reconfig refuses to write one).
+    membership
+        .members
+        .iter()
+        .any(|m| !m.observer)
+        .then_some(membership.members)
 }
 
 /// What a setData of `/zookeeper/config` starts with after the txn header: its opcode and
