@@ -1166,8 +1166,20 @@ fn a_leader_that_removes_itself_commits_the_change_tells_the_others_then_steps_d
         "leads until the change commits"
     );
     assert!(!node.replica.voters().contains(&leader));
+    // Each other server stops following it as soon as it learns the change is committed,
+    // instead of waiting out the leader's lease before electing a successor.
+    let mut seen = BTreeSet::new();
     for _ in 0..30 {
         sim.tick_all();
+        for o in &others {
+            if sim.nodes[o].applied_zxid >= zxid && seen.insert(*o) {
+                assert_ne!(
+                    sim.nodes[o].replica.leader(),
+                    Some(leader),
+                    "server {o} still follows the leader that left"
+                );
+            }
+        }
     }
     assert_ne!(
         sim.nodes[&leader].replica.role(),

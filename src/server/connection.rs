@@ -224,7 +224,7 @@ impl Connection {
         self.connect_signal.notify();
     }
 
-    fn close_after_flush(&self) {
+    pub fn close_after_flush(&self) {
         if self.lifecycle.get() == Lifecycle::Open {
             self.lifecycle.set(Lifecycle::FlushThenClose);
         }

@@ -341,7 +341,9 @@ impl Shard {
         match reply {
             ShardReply::Write { reply, .. } => connection.on_write_reply(reply),
             ShardReply::Connect { result, .. } => connection.on_connect_result(result),
-            ShardReply::Close { .. } => connection.close_now(),
+            // After what is already queued for it: the commit executor closes a connection
+            // right behind the last answer it decided for it (R1).
+            ShardReply::Close { .. } => connection.close_after_flush(),
         }
     }
 
