@@ -393,11 +393,14 @@ impl Replica {
     }
     /// Observers that have the leader's committed state (for `mntr`).
     pub fn synced_observers(&self) -> usize {
+        self.synced_among(&self.observers)
+    }
+
+    /// Peers in `set` that hold what the leader last sent as committed.
+    fn synced_among(&self, set: &BTreeSet<NodeId>) -> usize {
         self.progress
             .iter()
-            .filter(|(id, p)| {
-                self.observers.contains(id) && p.matched >= self.commit_sent.min(self.commit)
-            })
+            .filter(|(id, p)| set.contains(id) && p.matched >= self.commit_sent.min(self.commit))
             .count()
     }
 
@@ -416,12 +419,7 @@ impl Replica {
 
     /// Voters other than this one that the leader heard from recently (for `mntr`).
     pub fn synced_followers(&self) -> usize {
-        self.progress
-            .iter()
-            .filter(|(id, p)| {
-                self.voters.contains(id) && p.matched >= self.commit_sent.min(self.commit)
-            })
-            .count()
+        self.synced_among(&self.voters)
     }
 
     /// The zxid the next proposal will get (leader only).

@@ -375,11 +375,7 @@ impl CommitCore {
         if self.sessions.get(session_id).is_none() {
             return error(ZkError::SessionExpired);
         }
-        let auth = if self.config.skip_acl {
-            Arc::new(vec![Id::new("super", "")])
-        } else {
-            auth
-        };
+        let auth = self.effective_auth(auth);
         match request {
             Request::Sync { path } => {
                 let mut body = Vec::new();
@@ -619,16 +615,21 @@ impl CommitCore {
             return None;
         };
         self.sessions.get(write.session_id)?;
-        let auth = if self.config.skip_acl {
-            Arc::new(vec![Id::new("super", "")])
-        } else {
-            write.auth.clone()
-        };
+        let auth = self.effective_auth(write.auth.clone());
         self.check_reconfig(joining, leaving, new_members, *config_id, &auth)
             .ok()?;
         let current = self.membership()?;
         let target = current.target(joining, leaving, new_members).ok()?;
         (current.voter_changes(&target) > 1).then(|| current.steps_toward(&target, leader))
+    }
+
+    /// The identities a write is checked with: the super user's under `skipACL`.
+    fn effective_auth(&self, auth: Arc<Vec<Id>>) -> Arc<Vec<Id>> {
+        if self.config.skip_acl {
+            Arc::new(vec![Id::new("super", "")])
+        } else {
+            auth
+        }
     }
 
     /// The reconfig request that makes `members` the membership in one step: the bulk form,
